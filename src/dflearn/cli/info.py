@@ -1,0 +1,49 @@
+"""`dflearn rules`, `dflearn models`, `dflearn datasets`: what is available."""
+from __future__ import annotations
+
+import inspect
+
+
+def _options(params) -> str:
+    shown = [f"{n}={p.default!r}" if p.default is not inspect.Parameter.empty else n for n, p in params.items()]
+    return ", ".join(shown)
+
+
+def list_rules(args) -> None:
+    from ..rules import RULES, rule_options
+
+    width = max(map(len, RULES))
+    for name in sorted(RULES):
+        cls = RULES[name]
+        print(f"{name:<{width}}  {cls.summary}")
+        opts = rule_options(cls)
+        if opts:
+            print(f"{'':<{width}}  options (-o KEY=VALUE): {_options(opts)}")
+
+
+def list_models(args) -> None:
+    from ..models import MODELS, model_options
+
+    width = max(map(len, MODELS))
+    for name in sorted(MODELS):
+        doc = (MODELS[name].__doc__ or "").strip().splitlines()[0]
+        preset = MODELS[name].preset
+        print(f"{name:<{width}}  {doc}" + (f" [preset: {preset}]" if preset else ""))
+        print(f"{'':<{width}}  options (-m KEY=VALUE): {_options(model_options(name))}")
+
+
+def list_datasets(args) -> None:
+    from ..data import DATASETS, data_root
+
+    width = max(map(len, DATASETS))
+    for name in sorted(DATASETS):
+        print(f"{name:<{width}}  {(DATASETS[name].__doc__ or '').strip().splitlines()[0]}")
+    print(f"\ndata folder: {data_root()} (set DFLEARN_DATA_DIR or --data-dir)")
+
+
+def register(sub) -> None:
+    for name, fn, text in (("rules", list_rules, "list the learning rules with one line of maths and their options"),
+                           ("models", list_models, "list the models and their options"),
+                           ("datasets", list_datasets, "list the data sets and where they are read from")):
+        p = sub.add_parser(name, help=text, description=text)
+        p.set_defaults(func=fn)

@@ -1,0 +1,95 @@
+"""`dflearn train`: one run, from flags to a run directory."""
+from __future__ import annotations
+
+import argparse
+import ast
+
+from ..errors import DflearnError
+
+S = argparse.SUPPRESS  # only flags the user gives reach the config (so --resume can check them)
+
+
+def parse_options(pairs: list[str] | None, what: str) -> dict:
+    """['k=1', 'init=product', 'widths=[256,256]'] -> {'k': 1, 'init': 'product', 'widths': [256, 256]}."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise DflearnError(f"{what} option '{pair}' is not KEY=VALUE (e.g. k=1)")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value  # a bare word: a string
+    return out
+
+
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags shared by every command that builds runs (train, and experiment grids)."""
+    g = p.add_argument_group("what to train")
+    g.add_argument("--model", default=S, help="model name (default mlp; see 'dflearn models')")
+    g.add_argument("-m", "--model-opt", action="append", metavar="KEY=VALUE", default=S,
+                   help="model option, repeatable, e.g. -m widths=[256,256] -m activation=tanh")
+    g.add_argument("-o", "--rule-opt", action="append", metavar="KEY=VALUE", default=S,
+                   help="rule option, repeatable, e.g. -o k=1 or -o init=product (see 'dflearn rules')")
+    g.add_argument("--dataset", default=S, help="data set (default digits, bundled; see 'dflearn datasets')")
+    g.add_argument("--data-dir", default=S, help="folder holding the data sets (default $DFLEARN_DATA_DIR or ~/.cache/dflearn)")
+    g.add_argument("--download", action="store_true", default=S, help="download missing data files (checksums verified)")
+    g.add_argument("--augment", default=S, help="training augmentation, e.g. flip (default none)")
+    g = p.add_argument_group("how to train")
+    g.add_argument("--epochs", type=int, default=S, help="epochs (default 10)")
+    g.add_argument("--batch-size", type=int, default=S, help="minibatch size (default 64)")
+    g.add_argument("--optimizer", choices=["adam", "sgd"], default=S, help="optimizer (default adam)")
+    g.add_argument("--lr", type=float, default=S, help="learning rate (default 1e-3)")
+    g.add_argument("--weight-decay", type=float, default=S, help="weight decay (default 0)")
+    g.add_argument("--momentum", type=float, default=S, help="SGD momentum (default 0.9)")
+    g.add_argument("--nesterov", action="store_true", default=S, help="Nesterov momentum for SGD")
+    g.add_argument("--schedule", choices=["none", "paper", "exp"], default=S,
+                   help="LR schedule: paper = x0.25 at 50/75/89/94%% of epochs; exp = x gamma per epoch (default none)")
+    g.add_argument("--gamma", type=float, default=S, help="decay per epoch for --schedule exp (default 0.8)")
+    g.add_argument("--seed", type=int, default=S, help="seed for weights, feedback and data order (default 0)")
+    g.add_argument("--device", default=S, help="auto (default: CUDA if present), cpu, cuda, cuda:N")
+    g = p.add_argument_group("learned feedback (LAS/LTAS local modules, DKP matrices); default: the rule's own, else the network's")
+    g.add_argument("--feedback-optimizer", choices=["adam", "sgd"], default=S)
+    g.add_argument("--feedback-lr", type=float, default=S)
+    g.add_argument("--feedback-weight-decay", type=float, default=S)
+    g.add_argument("--feedback-schedule", choices=["none", "paper", "exp"], default=S)
+    g.add_argument("--feedback-gamma", type=float, default=S)
+
+
+def config_overrides(args: argparse.Namespace) -> dict:
+    """The Config fields the user set explicitly on the command line."""
+    from ..training import Config
+
+    fields = Config().to_dict()
+    out = {k: v for k, v in vars(args).items() if k in fields}
+    if hasattr(args, "rule_opt"):
+        out["rule_options"] = parse_options(args.rule_opt, "rule")
+    if hasattr(args, "model_opt"):
+        out["model_options"] = parse_options(args.model_opt, "model")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training import fit
+
+    overrides = config_overrides(args)
+    fit(out=getattr(args, "out", None), resume=getattr(args, "resume", None), progress=not args.quiet, **overrides)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train one model under one rule and save the run",
+                       description="Train a model under a learning rule. With no options: LAS on the bundled "
+                                   "digits, MLP 64-1024-1024-10, 10 epochs, in seconds.",
+                       epilog="Example: dflearn train --rule las --model mlp-mnist --dataset mnist --lr 1e-4 "
+                              "--epochs 2 --align-every 50 --out runs/las-mnist")
+    p.add_argument("--rule", default=S, help="learning rule (default las; see 'dflearn rules')")
+    add_config_arguments(p)
+    g = p.add_argument_group("output")
+    g.add_argument("--out", default=S, help="run directory (default runs/DATASET-MODEL-RULE-seedN, made unique)")
+    g.add_argument("--resume", metavar="DIR", default=S,
+                   help="continue the run in DIR from its last checkpoint (options, if given, must match the run's)")
+    g.add_argument("--align-every", type=int, default=S,
+                   help="measure each layer's alignment with BP every K steps and log epoch means (default 0: off)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)

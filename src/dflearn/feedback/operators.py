@@ -1,0 +1,151 @@
+"""Feedback operators: the maps from the output error e (N, d_L) to the signal
+g_i at every feedback point. Rules compose these; each holds its state in
+buffers or parameters, created when the rule is built, so `state_dict` has it all.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .layout import Layout, Point
+
+
+def _split(flat: torch.Tensor, layout: Layout, points: list[int]) -> list[torch.Tensor]:
+    """(N, sum n_i) -> per-point tensors of the points' own shapes."""
+    sizes = [layout.points[i].size for i in points]
+    return [g.view(len(flat), *layout.points[i].shape) for i, g in zip(points, flat.split(sizes, dim=1))]
+
+
+class DenseFeedback(nn.Module):
+    """B_i for every chosen point, stacked into one (sum n_i, d_L) matrix so a
+    single matmul e B^T serves all blocks. Fixed (a buffer) or learned (a parameter)."""
+
+    def __init__(self, layout: Layout, points: list[int], learned: bool = False,
+                 init: str | list[torch.Tensor] = "kaiming", generator: torch.Generator | None = None):
+        super().__init__()
+        self.layout, self.points = layout, list(points)
+        rows = sum(layout.points[i].size for i in self.points)
+        B = torch.empty(rows, layout.num_outputs)
+        if isinstance(init, list):  # given per point, each (n_i, d_L)
+            B.copy_(torch.cat(init, dim=0))
+        elif init == "kaiming":  # U(-1/sqrt(d_L), 1/sqrt(d_L)): Kaiming-uniform, fan-in d_L
+            bound = 1 / math.sqrt(layout.num_outputs)
+            B.uniform_(-bound, bound, generator=generator)
+        elif init == "zeros":
+            B.zero_()
+        else:
+            raise ValueError(f"unknown feedback init '{init}'")
+        if learned:
+            self.B = nn.Parameter(B)
+        else:
+            self.register_buffer("B", B)
+
+    def matrix(self, k: int) -> torch.Tensor:
+        """B_k (n, d_L) of the k-th chosen point, a view into the stacked matrix."""
+        start = sum(self.layout.points[i].size for i in self.points[:k])
+        return self.B[start:start + self.layout.points[self.points[k]].size]
+
+    def project(self, e: torch.Tensor) -> list[torch.Tensor]:
+        return _split(e @ self.B.detach().t(), self.layout, self.points)
+
+
+class SparseFeedback(nn.Module):
+    """Sparse B_i: every unit of every chosen point reads exactly k outputs.
+
+    Stored as indices (n, k) and values (n, k), stacked over points; the signal
+    of unit u is sum_j e[:, idx[u, j]] * val[u, j]: O(N n k), never O(N n d_L).
+    """
+
+    def __init__(self, layout: Layout, points: list[int], k: int, rank: int | None = None,
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        d = layout.num_outputs
+        if not 1 <= k <= d:
+            raise ValueError(f"k must be between 1 and the number of outputs ({d}), got {k}")
+        self.layout, self.points, self.k = layout, list(points), k
+        idx, val = [], []
+        for i in self.points:
+            n = layout.points[i].size
+            # k distinct outputs per unit, uniformly at random
+            choice = torch.rand(n, d, generator=generator).argsort(dim=1)[:, :k]
+            scale = (d * k) ** 0.25 / math.sqrt(n)  # (ref) s = (d_L k)^(1/4) / sqrt(n_i)
+            if rank is None:
+                v = torch.empty(n, k).uniform_(-scale, scale, generator=generator)
+            else:  # B = mask * (U V^T) of rank r, rescaled to the same spread
+                U = torch.randn(n, rank, generator=generator)
+                V = torch.randn(d, rank, generator=generator)
+                v = (U.unsqueeze(1) * V[choice]).sum(-1)
+                v = v / v.std().clamp_min(1e-12) * (scale / math.sqrt(3))
+            idx.append(choice)
+            val.append(v)
+        self.register_buffer("index", torch.cat(idx))
+        self.register_buffer("value", torch.cat(val))
+
+    def dense(self) -> torch.Tensor:
+        """The stacked (sum n_i, d_L) matrix this operator represents (for tests and diagnostics)."""
+        B = torch.zeros(len(self.index), self.layout.num_outputs, device=self.value.device)
+        return B.scatter_(1, self.index, self.value)
+
+    def project(self, e: torch.Tensor) -> list[torch.Tensor]:
+        if self.k == 1:
+            flat = e[:, self.index[:, 0]] * self.value[:, 0]
+        else:
+            flat = (e[:, self.index] * self.value).sum(-1)
+        return _split(flat, self.layout, self.points)
+
+
+class LinearLocal(nn.Module):
+    """A LAS/LTAS local module on a flat point: y_i = M_i h_i (no bias)."""
+
+    def __init__(self, point: Point, num_outputs: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_outputs, point.size))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # as nn.Linear
+        self.shape = point.shape
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h.flatten(1) @ self.weight.t()
+
+    def vjp(self, e: torch.Tensor) -> torch.Tensor:
+        """e^T dM/dh = e M, reshaped to the point."""
+        return (e @ self.weight.detach()).view(len(e), *self.shape)
+
+
+class ConvLocal(nn.Module):
+    """A LAS/LTAS local module on a (C, H, W) point: a conv with d_L planes, then
+    global average pooling (seed 001, Figure 3). Trained and differentiated
+    through the same pooling, so the signal is the true VJP of what was trained."""
+
+    def __init__(self, point: Point, num_outputs: int, kernel_size: int = 3):
+        super().__init__()
+        channels = point.shape[0]
+        self.conv = nn.Conv2d(channels, num_outputs, kernel_size, padding=kernel_size // 2, bias=False)
+        self.shape = point.shape
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.conv(h).mean(dim=(2, 3))
+
+    def vjp(self, e: torch.Tensor) -> torch.Tensor:
+        """Spread e over the pooled positions, then the transposed conv ('flipped kernel')."""
+        H, W = self.shape[1:]
+        out = _conv_out(self.conv, H, W)
+        spread = (e / (out[0] * out[1]))[:, :, None, None].expand(len(e), e.shape[1], *out)
+        return torch.nn.grad.conv2d_input((len(e), *self.shape), self.conv.weight.detach(), spread,
+                                          stride=self.conv.stride, padding=self.conv.padding,
+                                          dilation=self.conv.dilation, groups=self.conv.groups)
+
+
+def _conv_out(conv: nn.Conv2d, H: int, W: int) -> tuple[int, int]:
+    def size(n, k, s, p, d):
+        return (n + 2 * p - d * (k - 1) - 1) // s + 1
+    return (size(H, conv.kernel_size[0], conv.stride[0], conv.padding[0], conv.dilation[0]),
+            size(W, conv.kernel_size[1], conv.stride[1], conv.padding[1], conv.dilation[1]))
+
+
+def local_module(point: Point, num_outputs: int, kernel_size: int = 3) -> nn.Module:
+    """The local module a point calls for: linear on flat points, conv on maps."""
+    if len(point.shape) == 3:
+        return ConvLocal(point, num_outputs, kernel_size)
+    return LinearLocal(point, num_outputs)

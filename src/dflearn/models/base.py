@@ -1,0 +1,40 @@
+"""The model registry: a name -> a builder `fn(input_shape, num_classes, **options)`."""
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+from torch import nn
+
+from ..errors import DflearnError
+
+ModelBuilder = Callable[..., nn.Module]
+MODELS: dict[str, ModelBuilder] = {}
+
+
+def register_model(name: str, **preset):
+    """Decorator: register a builder under `name`; `preset` fixes some of its options
+    (so one builder can serve several named paper nets)."""
+    def wrap(fn: ModelBuilder) -> ModelBuilder:
+        MODELS[name] = (lambda *a, **kw: fn(*a, **{**preset, **kw})) if preset else fn
+        MODELS[name].__doc__ = fn.__doc__
+        MODELS[name].builder = fn
+        MODELS[name].preset = preset
+        return fn
+    return wrap
+
+
+def model_options(name: str) -> dict[str, inspect.Parameter]:
+    fn = MODELS[name].builder
+    return {p.name: p for p in list(inspect.signature(fn).parameters.values())[2:]}
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **options) -> nn.Module:
+    """Build a registered model for data of `input_shape` (C, H, W) and `num_classes`."""
+    if name not in MODELS:
+        raise DflearnError(f"unknown model '{name}'; choose one of: {', '.join(sorted(MODELS))}")
+    known = model_options(name)
+    for key in options:
+        if key not in known:
+            raise DflearnError(f"model '{name}' has no option '{key}' (its options: {', '.join(known) or 'none'})")
+    return MODELS[name](tuple(input_shape), num_classes, **options)

@@ -1,0 +1,18 @@
+from ..feedback.step import Pass
+from .base import Rule, register_rule
+
+
+@register_rule
+class Shallow(Rule):
+    """Control of seed 001: only the last hidden block and the head learn (by BP);
+    earlier blocks get no signal at all and keep their initial weights."""
+
+    name = "shallow"
+    summary = "control: last hidden block and output by BP, earlier blocks frozen at init"
+
+    def __init__(self, model, example_input):
+        super().__init__(model, example_input)
+        self.cuts[self.last] = False
+
+    def signals(self, fwd: Pass):
+        return [None] * len(fwd.points)

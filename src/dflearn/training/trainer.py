@@ -1,0 +1,287 @@
+"""The training loop: a Config in, a run directory out.
+
+A run directory holds `config.json` (the resolved configuration),
+`metrics.jsonl` (one row per epoch), `checkpoint.pt` (rewritten atomically after
+every epoch: model, feedback state, optimizers, schedulers, RNG states, history)
+and, once finished, `summary.json`. `--resume` continues from the checkpoint and
+reproduces the uninterrupted run's numbers exactly.
+"""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..alignment import signal_alignment
+from ..data import Batches, load_dataset, make_augment
+from ..errors import DflearnError
+from ..feedback.step import train_step
+from ..models import build_model
+from ..rules import make_rule
+from .checkpoint import CHECKPOINT, load, rng_state, save_atomic, set_rng_state
+from .config import Config
+
+PAPER_MILESTONES = (0.50, 0.75, 0.89, 0.94)  # (ref) LR x0.25 at these fractions of the epochs
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DflearnError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DflearnError(f"device '{name}' asked for but CUDA is not available; use --device cpu or auto")
+    return device
+
+
+def make_optimizer(kind: str, params, lr: float, weight_decay: float, momentum: float = 0.9,
+                   nesterov: bool = False) -> torch.optim.Optimizer:
+    # fused kernels: ~10x faster Adam than the default on CPU (spec/PERFORMANCE.md)
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum,
+                           nesterov=nesterov and momentum > 0, fused=True)
+
+
+def make_scheduler(kind: str, optimizer, epochs: int, gamma: float):
+    if kind == "paper":
+        milestones = sorted({max(1, round(f * epochs)) for f in PAPER_MILESTONES})
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.25)
+    if kind == "exp":
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
+    return None
+
+
+def default_out(config: Config) -> Path:
+    base = Path("runs") / f"{config.dataset}-{config.model}-{config.rule}-seed{config.seed}"
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
+
+
+class Trainer:
+    """Builds data, model, rule and optimizers from a Config; `fit()` runs the epochs.
+
+    `Trainer(config, out)` starts a new run in `out`; `Trainer.resume(out)`
+    continues one. `model`, `rule`, `optimizer`, `feedback_optimizer`, `data`
+    are plain attributes for those who want to look inside or drive steps themselves.
+    """
+
+    def __init__(self, config: Config, out: str | Path | None = None, *, progress: bool = True,
+                 log=print, _state: dict | None = None):
+        self.config = config = config.resolved()
+        self.out = Path(out) if out is not None else default_out(config)
+        self.progress, self.log = progress, log
+        if _state is None and (self.out / "config.json").exists():
+            raise DflearnError(f"{self.out} already holds a run; continue it with --resume {self.out} "
+                               f"or choose another --out")
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        self.data = load_dataset(config.dataset, config.data_dir, config.download)
+        self.model = build_model(config.model, self.data.input_shape, self.data.num_classes,
+                                 **config.model_options).to(self.device)
+        example = torch.zeros(1, *self.data.input_shape, device=self.device)
+        self.rule = make_rule(config.rule, self.model, example, **config.rule_options).to(self.device)
+        c = config
+        self.optimizer = make_optimizer(c.optimizer, self.model.parameters(), c.lr, c.weight_decay,
+                                        c.momentum, c.nesterov)
+        self.schedulers = [make_scheduler(c.schedule, self.optimizer, c.epochs, c.gamma)]
+        self.feedback_optimizer = None
+        if list(self.rule.parameters()):
+            self.feedback_optimizer = make_optimizer(c.feedback_optimizer, self.rule.parameters(),
+                                                     c.feedback_lr, c.feedback_weight_decay, c.momentum, c.nesterov)
+            self.schedulers.append(make_scheduler(c.feedback_schedule, self.feedback_optimizer,
+                                                  c.epochs, c.feedback_gamma))
+        self.generator = torch.Generator().manual_seed(c.seed)
+        self.train_batches = Batches(self.data, "train", c.batch_size, shuffle=True, generator=self.generator,
+                                     augment=make_augment(c.augment), device=self.device)
+        self.test_batches = Batches(self.data, "test", 1000, device=self.device)
+        self.epoch, self.step, self.history, self.wall = 0, 0, [], 0.0
+        if _state is not None:
+            self._load_state(_state)
+
+    # ----------------------------------------------------------------- resume
+    @classmethod
+    def resume(cls, out: str | Path, config: Config | None = None, *, overrides: dict | None = None,
+               **kwargs) -> "Trainer":
+        """Continue the run in `out`. `config` or `overrides`, if given, must agree with
+        the saved configuration except in runtime fields (epochs, device, data location)."""
+        out = Path(out)
+        try:
+            saved = Config.from_dict(json.loads((out / "config.json").read_text()))
+        except FileNotFoundError:
+            raise DflearnError(f"{out} holds no run (no config.json); check the path or start a new run") from None
+        wanted = config.resolved() if config is not None else saved
+        if overrides:
+            wanted = Config.from_dict({**wanted.to_dict(), **overrides}).resolved()
+        diff = saved.differences(wanted)
+        if diff:
+            shown = ", ".join(f"{k}: {getattr(saved, k)!r} in the run vs {getattr(wanted, k)!r} asked" for k in diff)
+            raise DflearnError(f"{out} was run with another configuration ({shown}); resume with the "
+                               f"run's own options or start a new run with another --out")
+        for k in Config.RUNTIME:
+            setattr(saved, k, getattr(wanted, k))
+        state = load(out / CHECKPOINT)
+        if state.get("config") != json.loads(json.dumps(Config.from_dict(state["config"]).to_dict())) or \
+                Config.from_dict(state["config"]).differences(saved):
+            raise DflearnError(f"{out / CHECKPOINT} belongs to another configuration than {out / 'config.json'}; "
+                               f"the run directory is inconsistent, start a new run")
+        return cls(saved, out, _state=state, **kwargs)
+
+    def state_dict(self) -> dict:
+        return {
+            "config": self.config.to_dict(), "epoch": self.epoch, "step": self.step,
+            "history": self.history, "wall": self.wall,
+            "model": self.model.state_dict(), "rule": self.rule.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "feedback_optimizer": self.feedback_optimizer.state_dict() if self.feedback_optimizer else None,
+            "schedulers": [s.state_dict() if s else None for s in self.schedulers],
+            "rng": rng_state(self.generator),
+        }
+
+    def _load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.rule.load_state_dict(state["rule"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.feedback_optimizer is not None:
+            self.feedback_optimizer.load_state_dict(state["feedback_optimizer"])
+        for s, sd in zip(self.schedulers, state["schedulers"]):
+            if s is not None:
+                s.load_state_dict(sd)
+        set_rng_state(state["rng"], self.generator)
+        self.epoch, self.step, self.history, self.wall = state["epoch"], state["step"], state["history"], state["wall"]
+
+    # --------------------------------------------------------------- training
+    def fit(self) -> dict:
+        """Train until `config.epochs`, writing the run directory; returns the summary."""
+        c = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.json").write_text(json.dumps(c.to_dict(), indent=2) + "\n")
+        with open(self.out / "metrics.jsonl", "w") as f:  # drops rows of an epoch that never checkpointed
+            f.writelines(json.dumps(row) + "\n" for row in self.history)
+        if self.epoch == 0:
+            self.log(f"dflearn: {c.rule} on {c.dataset} ({len(self.data.x_train)} train / "
+                     f"{len(self.data.x_test)} test), model {c.model}, {c.epochs} epochs, device {self.device}")
+        elif self.epoch < c.epochs:
+            self.log(f"dflearn: resuming {self.out} at epoch {self.epoch + 1} of {c.epochs}")
+        while self.epoch < c.epochs:
+            start = time.perf_counter()
+            row = self.train_epoch()
+            row.update(self.evaluate())
+            row["eval_seconds"] = round(time.perf_counter() - start - row["seconds"], 4)
+            self.epoch += 1
+            self.wall += time.perf_counter() - start
+            self.history.append(row)
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            save_atomic(self.state_dict(), self.out / CHECKPOINT)
+            self.log(self._epoch_line(row))
+        summary = self.summary()
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        self.log(f"{c.rule} · {c.model} · {c.dataset}: test accuracy {summary['final_test_accuracy']:.2%} "
+                 f"(best {summary['best_test_accuracy']:.2%} at epoch {summary['best_epoch']}), "
+                 f"{summary['wall_seconds']:.1f} s; run saved in {self.out}")
+        return summary
+
+    def train_epoch(self) -> dict:
+        c, epoch = self.config, self.epoch + 1
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        seen, aligns = 0, []
+        start = time.perf_counter()
+        bar = tqdm(self.train_batches, desc=f"epoch {epoch}/{c.epochs}", leave=False,
+                   disable=not self.progress or None, file=sys.stderr, dynamic_ncols=True)
+        for i, (x, y) in enumerate(bar):
+            if c.align_every and self.step % c.align_every == 0:
+                aligns.append(signal_alignment(self.model, self.rule, x, y))
+            loss, logits = train_step(self.model, self.rule, x, y, self.optimizer, self.feedback_optimizer)
+            loss_sum += loss * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+            self.step += 1
+            if i % 25 == 0:  # the only host synchronisation in the loop
+                self._check_finite(loss.item(), epoch, i)
+                bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        seconds = time.perf_counter() - start
+        for s in self.schedulers:
+            if s is not None:
+                s.step()
+        row = {"epoch": epoch, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
+               "seconds": round(seconds, 4), "lr": self.optimizer.param_groups[0]["lr"], "step": self.step}
+        self._check_finite(row["train_loss"], epoch, len(self.train_batches) - 1)
+        if aligns:
+            row["alignment"] = [_nanmean(col) for col in zip(*aligns)]
+            row["alignment_points"] = [p.name for p in self.rule.layout.points]
+        return row
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        self.model.eval()
+        loss = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        for x, y in self.test_batches:
+            logits = self.model(x)
+            loss += F.cross_entropy(logits, y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+        n = len(self.test_batches.y)
+        return {"test_loss": loss.item() / n, "test_acc": correct.item() / n}
+
+    def summary(self) -> dict:
+        c, h = self.config, self.history
+        best = max(h, key=lambda r: r["test_acc"])
+        return {
+            "rule": c.rule, "model": c.model, "dataset": c.dataset, "epochs": c.epochs, "seed": c.seed,
+            "final_test_accuracy": h[-1]["test_acc"], "best_test_accuracy": best["test_acc"],
+            "best_epoch": best["epoch"], "final_train_loss": h[-1]["train_loss"],
+            "wall_seconds": round(self.wall, 3),
+            "seconds_per_epoch": round(statistics.median(r["seconds"] for r in h), 4),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "feedback_parameters": sum(t.numel() for t in self.rule.state_dict().values()),
+            "device": str(self.device), "torch": torch.__version__, "out": str(self.out),
+        }
+
+    # ---------------------------------------------------------------- helpers
+    def _check_finite(self, value: float, epoch: int, step: int) -> None:
+        if math.isfinite(value):
+            return
+        kept = (f"the last checkpoint (epoch {self.epoch}) in {self.out} is intact" if self.epoch
+                else "no epoch finished, so no checkpoint was written")
+        raise DflearnError(f"loss became {value} at epoch {epoch}, step {step}: training diverged; "
+                           f"{kept}; lower --lr and start a new run")
+
+    def _epoch_line(self, r: dict) -> str:
+        line = (f"epoch {r['epoch']:>3}/{self.config.epochs}  train loss {r['train_loss']:.4f}  "
+                f"train acc {r['train_acc']:.2%}  test acc {r['test_acc']:.2%}  {r['seconds']:.1f}s")
+        if "alignment" in r:
+            line += "  alignment " + " ".join("—" if v is None else f"{v:.3f}" for v in r["alignment"])
+        return line
+
+
+def _nanmean(values) -> float | None:
+    kept = [v for v in values if not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else None
+
+
+def fit(config: Config | None = None, *, out: str | Path | None = None, resume: str | Path | None = None,
+        progress: bool = True, log=print, **options) -> dict:
+    """Train a model under a rule and return the run's summary.
+
+    `fit(rule="las", dataset="mnist", epochs=2)` or `fit(Config(...), out="runs/x")`;
+    `fit(resume="runs/x")` continues an interrupted run.
+    """
+    if resume is not None:
+        return Trainer.resume(resume, config, overrides=options, progress=progress, log=log).fit()
+    config = Config.from_dict({**(config or Config()).to_dict(), **options})
+    return Trainer(config, out, progress=progress, log=log).fit()
