@@ -9,7 +9,7 @@ or, step by step:
     rule = dflearn.make_rule("dfa", model, torch.zeros(1, 1, 28, 28))
     loss, logits = dflearn.train_step(model, rule, x, y, optimizer)
 """
-from . import data, models, rules
+from . import cost, data, models, rules
 from .alignment import signal_alignment
 from .data import load_dataset
 from .errors import DflearnError

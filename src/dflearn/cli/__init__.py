@@ -9,9 +9,9 @@ import argparse
 import sys
 
 from ..errors import DflearnError
-from . import info, train
+from . import cost, info, train
 
-COMMANDS = [train, info]
+COMMANDS = [train, info, cost]
 
 
 def build_parser() -> argparse.ArgumentParser:
