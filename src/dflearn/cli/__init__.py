@@ -9,9 +9,9 @@ import argparse
 import sys
 
 from ..errors import DflearnError
-from . import info, train
+from . import compare, info, plot, reproduce, train
 
-COMMANDS = [train, info]
+COMMANDS = [train, info, compare, reproduce, plot]
 
 
 def build_parser() -> argparse.ArgumentParser:
