@@ -9,9 +9,9 @@ import argparse
 import sys
 
 from ..errors import DflearnError
-from . import cost, info, train
+from . import compare, cost, info, plot, reproduce, train
 
-COMMANDS = [train, info, cost]
+COMMANDS = [train, info, compare, reproduce, plot, cost]
 
 
 def build_parser() -> argparse.ArgumentParser:

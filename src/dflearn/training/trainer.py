@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..alignment import signal_alignment
+from ..alignment import diagnostics
 from ..data import Batches, load_dataset, make_augment
 from ..errors import DflearnError
 from ..feedback.step import train_step
@@ -79,10 +79,13 @@ class Trainer:
     """
 
     def __init__(self, config: Config, out: str | Path | None = None, *, progress: bool = True,
-                 log=print, _state: dict | None = None):
+                 log=print, observers=(), _state: dict | None = None):
         self.config = config = config.resolved()
         self.out = Path(out) if out is not None else default_out(config)
         self.progress, self.log = progress, log
+        # optional loggers (e.g. TensorBoard): .alignment(trainer, step, {key: per-point values}),
+        # .epoch(trainer, row), .close()
+        self.observers = list(observers)
         if _state is None and (self.out / "config.json").exists():
             raise DflearnError(f"{self.out} already holds a run; continue it with --resume {self.out} "
                                f"or choose another --out")
@@ -187,6 +190,10 @@ class Trainer:
                 f.write(json.dumps(row) + "\n")
             save_atomic(self.state_dict(), self.out / CHECKPOINT)
             self.log(self._epoch_line(row))
+            for o in self.observers:
+                o.epoch(self, row)
+        for o in self.observers:
+            o.close()
         summary = self.summary()
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         self.log(f"{c.rule} · {c.model} · {c.dataset}: test accuracy {summary['final_test_accuracy']:.2%} "
@@ -204,8 +211,12 @@ class Trainer:
         bar = tqdm(self.train_batches, desc=f"epoch {epoch}/{c.epochs}", leave=False,
                    disable=not self.progress or None, file=sys.stderr, dynamic_ncols=True)
         for i, (x, y) in enumerate(bar):
+            if c.max_steps_per_epoch and i == c.max_steps_per_epoch:
+                break
             if c.align_every and self.step % c.align_every == 0:
-                aligns.append(signal_alignment(self.model, self.rule, x, y))
+                aligns.append(diagnostics(self.model, self.rule, x, y))
+                for o in self.observers:
+                    o.alignment(self, self.step, aligns[-1])
             loss, logits = train_step(self.model, self.rule, x, y, self.optimizer, self.feedback_optimizer)
             loss_sum += loss * len(y)
             correct += (logits.argmax(1) == y).sum()
@@ -221,9 +232,11 @@ class Trainer:
         row = {"epoch": epoch, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
                "seconds": round(seconds, 4), "lr": self.optimizer.param_groups[0]["lr"], "step": self.step}
         self._check_finite(row["train_loss"], epoch, len(self.train_batches) - 1)
-        if aligns:
-            row["alignment"] = [_nanmean(col) for col in zip(*aligns)]
+        if aligns:  # epoch means per point of each diagnostic ('alignment': the signal's)
+            for key in aligns[0]:
+                row[key] = [_nanmean(col) for col in zip(*(a[key] for a in aligns))]
             row["alignment_points"] = [p.name for p in self.rule.layout.points]
+            row["alignment_measurements"] = len(aligns)
         return row
 
     @torch.no_grad()
@@ -275,13 +288,14 @@ def _nanmean(values) -> float | None:
 
 
 def fit(config: Config | None = None, *, out: str | Path | None = None, resume: str | Path | None = None,
-        progress: bool = True, log=print, **options) -> dict:
+        progress: bool = True, log=print, observers=(), **options) -> dict:
     """Train a model under a rule and return the run's summary.
 
     `fit(rule="las", dataset="mnist", epochs=2)` or `fit(Config(...), out="runs/x")`;
     `fit(resume="runs/x")` continues an interrupted run.
     """
     if resume is not None:
-        return Trainer.resume(resume, config, overrides=options, progress=progress, log=log).fit()
+        return Trainer.resume(resume, config, overrides=options, progress=progress, log=log,
+                              observers=observers).fit()
     config = Config.from_dict({**(config or Config()).to_dict(), **options})
-    return Trainer(config, out, progress=progress, log=log).fit()
+    return Trainer(config, out, progress=progress, log=log, observers=observers).fit()
