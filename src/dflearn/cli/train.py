@@ -70,10 +70,17 @@ def config_overrides(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training import fit
+    from ..training import distributed, fit
 
+    if args.nproc > 1:
+        distributed.launch(args.nproc, distributed.without_option(args.argv, "--nproc"))
+        return 0
     overrides = config_overrides(args)
-    fit(out=getattr(args, "out", None), resume=getattr(args, "resume", None), progress=not args.quiet, **overrides)
+    try:
+        fit(out=getattr(args, "out", None), resume=getattr(args, "resume", None), progress=not args.quiet,
+            **overrides)
+    finally:
+        distributed.shutdown()
     return 0
 
 
@@ -92,4 +99,7 @@ def register(sub) -> None:
     g.add_argument("--align-every", type=int, default=S,
                    help="measure each layer's alignment with BP every K steps and log epoch means (default 0: off)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="data-parallel on N local processes (launches torchrun; --batch-size is the global batch); "
+                        "see docs/distributed.md")
     p.set_defaults(func=run)
