@@ -20,6 +20,7 @@ from .training import Config, Trainer, fit
 
 __version__ = "0.1.0"
 
-__all__ = ["Config", "DflearnError", "FeedbackPoint", "RULES", "Rule", "Trainer", "build_model", "data", "feedback_report", "mark",
+__all__ = ["Config", "DflearnError", "FeedbackPoint", "RULES", "Rule", "Trainer", "build_model", "data",
+           "feedback_report", "mark",
            "fit", "load_dataset", "make_rule", "models", "register_rule", "rules", "signal_alignment",
            "train_step"]

@@ -11,5 +11,5 @@ from .point import FeedbackPoint
 from .step import Pass, forward, train_step
 from .tape import Tape, recording
 
-__all__ = ["FeedbackPoint", "Layout", "Pass", "feedback_report", "mark", "Point", "Tape", "forward", "forward_weight_product",
-           "probe", "recording", "train_step"]
+__all__ = ["FeedbackPoint", "Layout", "Pass", "Point", "Tape", "forward", "forward_weight_product",
+           "feedback_report", "mark", "probe", "recording", "train_step"]

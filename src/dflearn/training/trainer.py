@@ -228,12 +228,14 @@ class Trainer:
             seen += len(y)
             self.step += 1
             if i % 25 == 0:  # the only host synchronisation in the loop
-                (global_loss,) = distributed.sum_over_processes(loss * share)  # all processes stop together
+                # the global loss, so that all processes stop together
+                (global_loss,) = distributed.sum_over_processes(loss * share)
                 self._check_finite(global_loss.item(), epoch, i)
                 bar.set_postfix(loss=f"{global_loss.item():.4f}", refresh=False)
         seconds = time.perf_counter() - start
         distributed.broadcast_buffers(self.model)
-        loss_sum, correct, seen = distributed.sum_over_processes(loss_sum, correct, torch.tensor(seen, device=self.device))
+        loss_sum, correct, seen = distributed.sum_over_processes(loss_sum, correct,
+                                                                 torch.tensor(seen, device=self.device))
         seen = int(seen)
         for s in self.schedulers:
             if s is not None:
