@@ -146,9 +146,10 @@ def launch(nproc: int, argv: list[str]) -> None:
     try:
         run(parse_args(["--standalone", f"--nproc_per_node={nproc}", "-m", "dflearn", *argv]))
     except ChildFailedError as exc:
-        codes = sorted({f.exitcode for f in exc.failures.values()})
-        raise DflearnError(f"{len(exc.failures)} of {nproc} training processes failed (exit code "
-                           f"{', '.join(map(str, codes))}); their messages are above") from None
+        # the first failure stops the others (negative codes: killed by the launcher)
+        failed = sorted(rank for rank, f in exc.failures.items() if f.exitcode > 0) or sorted(exc.failures)
+        raise DflearnError(f"training process(es) {', '.join(map(str, failed))} of {nproc} failed, "
+                           f"see the message(s) above") from None
 
 
 def without_option(argv: list[str], flag: str) -> list[str]:
