@@ -72,15 +72,21 @@ def config_overrides(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training import fit
+    from ..training import distributed, fit
 
+    if args.nproc > 1:
+        distributed.launch(args.nproc, distributed.without_option(args.argv, "--nproc"))
+        return 0
     overrides = config_overrides(args)
     observers = []
     if args.tensorboard:
         from ..experiments.tensorboard import TensorBoard
         observers.append(TensorBoard())
-    fit(out=getattr(args, "out", None), resume=getattr(args, "resume", None), progress=not args.quiet,
-        observers=observers, **overrides)
+    try:
+        fit(out=getattr(args, "out", None), resume=getattr(args, "resume", None), progress=not args.quiet,
+            observers=observers, **overrides)
+    finally:
+        distributed.shutdown()
     return 0
 
 
@@ -101,4 +107,7 @@ def register(sub) -> None:
     g.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard scalars to OUT/tensorboard (needs: pip install tensorboard)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="data-parallel on N local processes (launches torchrun; --batch-size is the global batch); "
+                        "see docs/distributed.md")
     p.set_defaults(func=run)
