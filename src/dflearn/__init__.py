@@ -10,7 +10,7 @@ or, step by step:
     loss, logits = dflearn.train_step(model, rule, x, y, optimizer)
 """
 from . import cost, data, models, rules
-from .alignment import signal_alignment
+from .alignment import feedback_angles, signal_alignment
 from .data import load_dataset
 from .errors import DflearnError
 from .feedback import FeedbackPoint, feedback_report, mark, train_step
@@ -21,6 +21,6 @@ from .training import Config, Trainer, fit
 __version__ = "0.1.0"
 
 __all__ = ["Config", "DflearnError", "FeedbackPoint", "RULES", "Rule", "Trainer", "build_model", "data",
-           "feedback_report", "mark",
-           "fit", "load_dataset", "make_rule", "models", "register_rule", "rules", "signal_alignment",
+           "feedback_angles", "feedback_report", "fit", "load_dataset", "make_rule", "mark", "models",
+           "register_rule", "rules", "signal_alignment",
            "train_step"]

@@ -12,6 +12,7 @@ rule moves that layer exactly as BP would. `diagnostics` gathers all three.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from contextlib import contextmanager
 
@@ -50,10 +51,33 @@ def signal_alignment(model: nn.Module, rule: Rule, x: torch.Tensor, y: torch.Ten
                      loss_fn: Loss = F.cross_entropy) -> list[float]:
     """Per feedback point: cos(delta_rule, delta_BP) at the block's pre-activation.
 
-    Points the rule leaves attached get BP's delta (cosine 1); points it cuts
-    without a signal (Shallow's frozen blocks) give NaN. Parameters, gradients
-    and BN statistics are left as they were.
+    BP's delta comes from a plain forward pass; the rule's from a second one under
+    its cuts and `forward_context`, with the same backward as `train_step` (exact
+    error at the logits, the rule's signal at each cut point), so rules that change
+    the backward inside the blocks (FA, KP, ...) are measured as well. Points that
+    get no gradient (Shallow's frozen blocks) give NaN. Parameters, gradients and
+    BN statistics are left as they were.
     """
+    with torch.enable_grad(), buffers_kept(model):
+        hs, at, logits = _forward(model, rule, x, [False] * len(rule.cuts), contextlib.nullcontext())
+        loss = loss_fn(logits, y)
+        bp = torch.autograd.grad(loss, at)
+        hs, at, logits = _forward(model, rule, x, rule.cuts, rule.forward_context(model))
+        z = logits.detach().requires_grad_()
+        (error,) = torch.autograd.grad(loss_fn(z, y), z)
+        signals = rule.signals(Pass(hs, logits.detach(), error, y, model))
+        outputs, grads = [logits], [error]
+        for h, g in zip(hs, signals):
+            if g is not None:
+                outputs.append(h)
+                grads.append(g)
+        deltas = torch.autograd.grad(outputs, at, grads, allow_unused=True)
+    return [math.nan if d is None else cosine(d, b) for d, b in zip(deltas, bp)]
+
+
+def _forward(model, rule, x, cuts, context):
+    """One forward pass: the points' tensors, the pre-activations (the point itself
+    when its block has no parametrised module) and the logits."""
     modules = dict(model.named_modules())
     pre: dict[int, torch.Tensor] = {}
     handles = []
@@ -63,27 +87,13 @@ def signal_alignment(model: nn.Module, rule: Rule, x: torch.Tensor, y: torch.Ten
                 pre[i] = output
             handles.append(modules[point.preactivation].register_forward_hook(keep))
     try:
-        with torch.enable_grad(), buffers_kept(model), recording(model, [False] * len(rule.cuts)) as tape:
+        with recording(model, cuts) as tape, context:
             logits = model(x)
     finally:
         for h in handles:
             h.remove()
     hs = tape.outputs
-    at = [pre.get(i, hs[i]) for i in range(len(hs))]
-    loss = loss_fn(logits, y)
-    (error,) = torch.autograd.grad(loss, logits, retain_graph=True)
-    bp = torch.autograd.grad(loss, at, retain_graph=True)
-    signals = rule.signals(Pass(hs, logits.detach(), error, y))
-    result = []
-    for i, (h, a, g) in enumerate(zip(hs, at, signals)):
-        if not rule.cuts[i]:
-            result.append(1.0)
-        elif g is None:
-            result.append(math.nan)
-        else:
-            (delta,) = torch.autograd.grad(h, a, g, retain_graph=True) if a is not h else (g,)
-            result.append(cosine(delta, bp[i]))
-    return result
+    return hs, [pre.get(i, hs[i]) for i in range(len(hs))], logits
 
 
 def update_alignment(model: nn.Module, rule: Rule, x: torch.Tensor, y: torch.Tensor,
@@ -166,3 +176,12 @@ def diagnostics(model: nn.Module, rule: Rule, x: torch.Tensor, y: torch.Tensor,
     if angle is not None:
         out["feedback_angle"] = angle
     return out
+
+
+def feedback_angles(model: nn.Module, rule: Rule) -> dict[str, float]:
+    """Per substituted layer of a sequential rule (fa, usf, brsf, frsf, kp, wm): the
+    angle in degrees between its feedback weight B and W^T (0: BP's backward)."""
+    if not hasattr(rule, "pairs"):
+        raise DflearnError(f"rule '{rule.name}' has no layer feedback weights; feedback angles are for "
+                           f"fa, usf, brsf, frsf, kp and wm")
+    return {name: math.degrees(math.acos(max(-1.0, min(1.0, cosine(b, w))))) for name, b, w in rule.pairs(model)}

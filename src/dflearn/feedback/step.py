@@ -27,24 +27,27 @@ class Pass:
             rules read it detached),
     logits: the output a_L (detached),
     error:  e = dLoss/da_L (for mean cross-entropy, (softmax(a_L) - onehot(y)) / N),
-    target: the labels y.
+    target: the labels y,
+    model:  the model, for rules whose feedback follows its weights (KP reads their
+            gradients, the weight mirror their values); rules must not keep it.
     """
 
     points: list[torch.Tensor]
     logits: torch.Tensor
     error: torch.Tensor
     target: torch.Tensor
+    model: nn.Module | None = None
 
 
 def forward(model: nn.Module, rule: "Rule", x: torch.Tensor, y: torch.Tensor,
             loss_fn: Loss = F.cross_entropy) -> tuple[Pass, torch.Tensor, torch.Tensor]:
     """Forward with the rule's cuts; returns the Pass, the loss and the attached logits."""
-    with recording(model, rule.cuts) as tape:
+    with recording(model, rule.cuts) as tape, rule.forward_context(model):
         logits = model(x)
     z = logits.detach().requires_grad_()
     loss = loss_fn(z, y)
     (error,) = torch.autograd.grad(loss, z)
-    return Pass(tape.outputs, z.detach(), error, y), loss.detach(), logits
+    return Pass(tape.outputs, z.detach(), error, y, model), loss.detach(), logits
 
 
 def train_step(model: nn.Module, rule: "Rule", x: torch.Tensor, y: torch.Tensor,

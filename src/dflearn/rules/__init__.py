@@ -4,6 +4,7 @@ A new rule: subclass `Rule` in a new file, decorate it with `@register_rule`,
 import the file below.
 """
 from . import bp, dfa, dkp, drtp, las, ltas, sdfa, shallow  # noqa: F401  (register)
+from . import brsf, fa, frsf, kp, usf, wm  # noqa: F401  (register: sequential feedback)
 from .base import RULES, Rule, make_rule, register_rule, rule_options
 from .bp import BP
 from .dfa import DFA

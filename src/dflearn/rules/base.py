@@ -10,9 +10,13 @@ questions for `train_step`:
 - `signals(fwd)`: the signal g_i injected at each cut point (None: nothing).
 - `feedback_loss(fwd)`: for rules that learn their feedback, a loss whose
   gradient with respect to the rule's parameters is the feedback update.
+- `forward_context(model)`: entered around the model's forward pass; rules whose
+  backward differs inside the blocks (FA and the sequential family) swap their
+  layers in here. Default: nothing.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 from typing import ClassVar
 
@@ -49,6 +53,10 @@ class Rule(nn.Module):
 
     def feedback_loss(self, fwd: Pass) -> torch.Tensor:
         raise NotImplementedError(f"rule '{self.name}' has no learned feedback")
+
+    def forward_context(self, model: nn.Module) -> contextlib.AbstractContextManager:
+        """Context around `model(x)` in a training step (and in the alignment measure)."""
+        return contextlib.nullcontext()
 
     def extra_repr(self) -> str:
         return f"points={[p.name for p in self.layout.points]}, outputs={self.layout.num_outputs}"

@@ -1,0 +1,30 @@
+import torch
+
+from ..feedback.step import Pass
+from .base import register_rule
+from .fa import FA
+
+
+@register_rule
+class KP(FA):
+    """Kolen-Pollack, as modified by Akrout et al. (2019): B starts random and
+    gets the forward weight's own update, dB = dW^T (W's gradient delta x^T, then
+    the same optimizer and weight decay), so B - W^T decays and B aligns with W^T.
+
+    Feedback settings default to the network's optimizer, lr and weight decay
+    (without weight decay, B - W^T never shrinks: use some)."""
+
+    name = "kp"
+    summary = "Kolen-Pollack: delta_i = (B_{i+1} delta_{i+1}) * f'(a_i), B <- B - lr (dL/dW^T + wd B)"
+    learned = True
+    learns_feedback = True
+
+    def feedback_loss(self, fwd: Pass) -> torch.Tensor:
+        # d/dB of sum(B * dL/dW) is dL/dW: W's gradient from this step's backward
+        modules = dict(fwd.model.named_modules())
+        loss = torch.zeros((), device=fwd.error.device)
+        for k, name in enumerate(self.layers):
+            grad = modules[name].weight.grad
+            if grad is not None:
+                loss = loss + (self.feedback_weights[k] * grad).sum()
+        return loss

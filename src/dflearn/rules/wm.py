@@ -1,0 +1,43 @@
+import torch
+
+from ..errors import DflearnError
+from ..feedback.sequential import mirror
+from ..feedback.step import Pass
+from .base import register_rule
+from .fa import FA
+
+
+@register_rule
+class WM(FA):
+    """Weight mirror (Akrout et al. 2019): B starts random and learns in a mirror
+    phase that drives each layer with noise x ~ N(0, noise^2), y = W x, and moves
+    B += lr (y x^T averaged over the noise batch) - lr wd B; since E[y x^T] = noise^2 W,
+    B settles at (noise^2 / wd) W, i.e. aligned with W^T.
+
+    The mirror phase runs once per training step, after the backward (the next
+    step's backward uses the mirrored B), as this rule's feedback update: rate and
+    decay are the feedback optimizer's lr and weight decay (default SGD, lr 1e-3,
+    wd 1, with the network's momentum). Options: `noise` (sigma), `mirror_batch`
+    (noise samples per layer and step; a conv layer is mirrored on single
+    receptive fields, its unfolded kernel).
+    """
+
+    name = "wm"
+    summary = "weight mirror: B_i += lr (y x^T - wd B_i), x ~ N(0, s^2), y = W_i x; delta as FA with B_i"
+    learned = True
+    learns_feedback = True
+    feedback_defaults = {"optimizer": "sgd", "lr": 1e-3, "weight_decay": 1.0}
+
+    def __init__(self, model, example_input, *, noise: float = 1.0, mirror_batch: int = 64):
+        super().__init__(model, example_input)
+        if not noise > 0 or mirror_batch < 1:
+            raise DflearnError(f"wm: noise must be > 0 and mirror_batch >= 1 (got {noise}, {mirror_batch})")
+        self.noise, self.mirror_batch = float(noise), int(mirror_batch)
+
+    def feedback_loss(self, fwd: Pass) -> torch.Tensor:
+        # d/dB of -sum(B * y x^T) is -y x^T: the optimizer's step is the mirror's update
+        modules = dict(fwd.model.named_modules())
+        loss = torch.zeros((), device=fwd.error.device)
+        for k, name in enumerate(self.layers):
+            loss = loss - (self.feedback_weights[k] * mirror(modules[name], self.mirror_batch, self.noise)).sum()
+        return loss
