@@ -85,7 +85,7 @@ class SparseFeedback(nn.Module):
 
     def dense(self) -> torch.Tensor:
         """The stacked (sum n_i, d_L) matrix this operator represents (for tests and diagnostics)."""
-        B = torch.zeros(len(self.index), self.layout.num_outputs, device=self.value.device)
+        B = self.value.new_zeros(len(self.index), self.layout.num_outputs)
         return B.scatter_(1, self.index, self.value)
 
     def project(self, e: torch.Tensor) -> list[torch.Tensor]:
