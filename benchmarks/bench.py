@@ -5,10 +5,11 @@
 
 Sections (all timings are medians of interleaved repeats, after warm-up):
   steps    a full dflearn.train_step (forward, signals, fused Adam on both sides),
-           every rule round-robin with BP in the same run, as a ratio to BP; peak memory;
+           every rule round-robin with BP in the same run, as a ratio to BP;
   before/after  each optimisation against its straightforward version (naive.py);
   sdfa     sparse-DFA projection time as d_L grows, gather vs dense;
-  epoch    an MLP-MNIST epoch through Trainer (data pipeline included) and the pipeline's share.
+  epoch    an MLP-MNIST epoch through Trainer (data pipeline included) and the pipeline's share;
+  memory   peak memory of each rule's training (last, as its allocator setting slows allocations).
 Writes bench.json and bench.md to --out.
 """
 from __future__ import annotations
@@ -43,16 +44,18 @@ LR = 1e-4
 
 # ----------------------------------------------------------------- memory
 class Memory:
-    """Peak memory of one step above what was live before it. CUDA: the allocator's
-    peak. CPU: the process's peak RSS (VmHWM, reset through /proc/self/clear_refs),
-    with glibc's mmap threshold fixed so that every freed tensor leaves the RSS."""
+    """Peak memory above what was live at `start()`. CUDA: the allocator's peak.
+    CPU: the process's peak RSS (VmHWM, reset through /proc/self/clear_refs), with
+    glibc's mmap threshold fixed so that every freed tensor leaves the RSS. That makes
+    each large allocation fault in fresh pages, so it is set up after all timings."""
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
         self.cpu_ok = False
         if not self.cuda:
             try:
-                ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 17)  # M_MMAP_THRESHOLD: 128 KiB, no adaptation
+                self.libc = ctypes.CDLL("libc.so.6")
+                self.libc.mallopt(-3, 1 << 17)  # M_MMAP_THRESHOLD: 128 KiB, no adaptation
                 self._reset()
                 self.cpu_ok = True
             except OSError:
@@ -74,6 +77,7 @@ class Memory:
             return torch.cuda.memory_allocated()
         if not self.cpu_ok:
             return None
+        self.libc.malloc_trim(0)  # hand back freed heap pages, so that reusing them counts again
         self._reset()
         return self._status("VmRSS")
 
@@ -81,15 +85,6 @@ class Memory:
         if base is None:
             return None
         return (torch.cuda.max_memory_allocated() if self.cuda else self._status("VmHWM")) - base
-
-
-def tensor_bytes(*modules, optimizers=()) -> int:
-    """Memory held between steps: parameters, buffers, optimizer state."""
-    total = sum(t.numel() * t.element_size() for m in modules for t in m.state_dict().values())
-    for opt in optimizers:
-        for state in opt.state.values():
-            total += sum(v.numel() * v.element_size() for v in state.values() if torch.is_tensor(v))
-    return total
 
 
 # ----------------------------------------------------------------- setups
@@ -129,33 +124,24 @@ class Setup:
     def step(self, x, y):
         self.step_fn(self, x, y)
 
-    def held_bytes(self) -> int:
-        return tensor_bytes(self.model, self.rule, optimizers=[o for o in (self.opt, self.fopt) if o])
-
 
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
 
 
-def round_robin(setups: list[Setup], x, y, warmup: int, repeats: int, device, memory: Memory):
-    """A B C A B C ...: times (s) and the largest step peak (bytes) per setup."""
+def round_robin(setups: list[Setup], x, y, warmup: int, repeats: int, device):
+    """A B C A B C ...: the step times (s) of each setup after warm-up."""
     times = [[] for _ in setups]
-    peaks = [None for _ in setups]
     for r in range(warmup + repeats):
         for i, s in enumerate(setups):
-            base = memory.start()
             sync(device)
             t = time.perf_counter()
             s.step(x, y)
             sync(device)
-            dt = time.perf_counter() - t
-            peak = memory.peak_above(base)
             if r >= warmup:
-                times[i].append(dt)
-                if peak is not None:
-                    peaks[i] = max(peaks[i] or 0, peak)
-    return times, peaks
+                times[i].append(time.perf_counter() - t)
+    return times
 
 
 def batch(model_name, device, n=64):
@@ -178,7 +164,7 @@ def ratio_noise(ts, base):
 
 
 # ----------------------------------------------------------------- sections
-def bench_steps(model_name, rules, args, device, memory, log):
+def bench_steps(model_name, rules, args, device, log):
     """Every rule against BP; rules in groups so that at most a few nets live at once,
     DFA, LAS and LTAS in one group so their ratios to each other are interleaved too."""
     x, y = batch(model_name, device)
@@ -187,7 +173,7 @@ def bench_steps(model_name, rules, args, device, memory, log):
     groups += [rest[i:i + 3] for i in range(0, len(rest), 3)]
     out = {}
     for group in [g for g in groups if g]:
-        for name, row in _step_group(model_name, ["bp"] + group, x, y, args, device, memory, log):
+        for name, row in _step_group(model_name, ["bp"] + group, x, y, args, device, log):
             if name == "bp":
                 out.setdefault("bp_runs", []).append(row["ms"])
                 out.setdefault("bp", row)
@@ -196,7 +182,7 @@ def bench_steps(model_name, rules, args, device, memory, log):
     return out
 
 
-def _step_group(model_name, names, x, y, args, device, memory, log):
+def _step_group(model_name, names, x, y, args, device, log):
     live, rows = [], []
     for name in names:
         try:
@@ -204,13 +190,11 @@ def _step_group(model_name, names, x, y, args, device, memory, log):
         except Exception as exc:  # a rule that does not apply to this net
             log(f"  {model_name}/{name}: skipped ({str(exc).splitlines()[0]})")
             rows.append((name, {"skipped": str(exc).splitlines()[0]}))
-    times, peaks = round_robin([s for _, s in live], x, y, args.warmup, args.repeats, device, memory)
+    times = round_robin([s for _, s in live], x, y, args.warmup, args.repeats, device)
     bp = times[0]
-    for (name, s), ts, peak in zip(live, times, peaks):
-        held = s.held_bytes()
+    for (name, s), ts in zip(live, times):
         row = {"ms": median_ms(ts), "ratio": statistics.median(ts) / statistics.median(bp),
-               "noise": ratio_noise(ts, bp), "held_mb": held / 2**20,
-               "peak_mb": (held + peak) / 2**20 if peak is not None else None, "group": names}
+               "noise": ratio_noise(ts, bp), "group": names}
         if name in ("las", "ltas") and "dfa" in names:
             row["ratio_to_dfa"] = statistics.median(ts) / statistics.median(times[names.index("dfa")])
         rows.append((name, row))
@@ -234,7 +218,7 @@ OPTIMISATIONS = [  # (what, the library's variant, the straightforward one)
 ]
 
 
-def bench_optimisations(model_name, args, device, memory, log):
+def bench_optimisations(model_name, args, device, log):
     x, y = batch(model_name, device)
     rows = []
     for what, after, before in OPTIMISATIONS:
@@ -243,7 +227,7 @@ def bench_optimisations(model_name, args, device, memory, log):
         except Exception as exc:
             log(f"  {model_name}: {what}: skipped ({str(exc).splitlines()[0]})")
             continue
-        (ta, tb), _ = round_robin(setups, x, y, args.warmup, args.repeats, device, memory)
+        ta, tb = round_robin(setups, x, y, args.warmup, args.repeats, device)
         row = {"what": what, "model": model_name, "after": after.label, "before": before.label,
                "after_ms": median_ms(ta), "before_ms": median_ms(tb),
                "speedup": statistics.median(tb) / statistics.median(ta), "noise": ratio_noise(tb, ta)}
@@ -255,32 +239,51 @@ def bench_optimisations(model_name, args, device, memory, log):
 
 
 def bench_sdfa(args, device, log):
-    """Projection alone, e (64, d_L) -> signals of the CIFAR MLP's three 4096-unit blocks."""
-    outputs, rows = [10, 20, 50, 100, 200], {}
-    width = 4096 if not args.quick else 512
-    ops = {}
+    """Projection alone, e (64, d_L) -> signals of the CIFAR MLP's three 4096-unit
+    blocks: the library's gather, advanced indexing e[:, index], a dense matmul."""
+    outputs, width, ops = [10, 20, 50, 100, 200], (512 if args.quick else 4096), {}
     for d in outputs:
         layout = Layout(tuple(Point(f"p{i}", (width,), ()) for i in range(3)), d, ())
         torch.manual_seed(0)
-        ops[d] = (SparseFeedback(layout, [0, 1, 2], k=1).to(device), DenseFeedback(layout, [0, 1, 2]).to(device),
-                  torch.randn(64, d, device=device))
-    times = {d: ([], []) for d in outputs}
-    reps = 10 * args.repeats
-    for r in range(args.warmup + reps):
-        for d in outputs:  # interleave the sizes
-            sparse, dense, e = ops[d]
-            for op, ts in ((sparse, times[d][0]), (dense, times[d][1])):
+        sparse = SparseFeedback(layout, [0, 1, 2], k=1).to(device)
+        e = torch.randn(64, d, device=device)
+        ops[d] = {"gather": lambda s=sparse, e=e: s.project(e),
+                  "indexing": lambda s=sparse, e=e: naive.indexed_projection(s, e),
+                  "dense": lambda f=DenseFeedback(layout, [0, 1, 2]).to(device), e=e: f.project(e)}
+    times = {d: {k: [] for k in ops[d]} for d in outputs}
+    for r in range(args.warmup + 10 * args.repeats):
+        for d in outputs:  # interleave the sizes and the methods
+            for kind, fn in ops[d].items():
                 sync(device)
                 t = time.perf_counter()
-                op.project(e)
+                fn()
                 sync(device)
                 if r >= args.warmup:
-                    ts.append(time.perf_counter() - t)
-    for d in outputs:
-        rows[d] = {"sparse_us": 1e6 * statistics.median(times[d][0]), "dense_us": 1e6 * statistics.median(times[d][1])}
-        log(f"  d_L={d:4d}  gather {rows[d]['sparse_us']:9.1f} us   dense {rows[d]['dense_us']:9.1f} us")
-    sparse = [r["sparse_us"] for r in rows.values()]
-    return {"units": 3 * width, "rows": rows, "spread": max(sparse) / min(sparse) - 1}
+                    times[d][kind].append(time.perf_counter() - t)
+    rows = {d: {f"{k}_us": 1e6 * statistics.median(ts) for k, ts in times[d].items()} for d in outputs}
+    for d, row in rows.items():
+        log(f"  d_L={d:4d}  " + "   ".join(f"{k[:-3]} {v:9.1f} us" for k, v in row.items()))
+    gather = [r["gather_us"] for r in rows.values()]
+    return {"units": 3 * width, "rows": rows, "spread": max(gather) / min(gather) - 1}
+
+
+def bench_memory(model_name, rules, device, log):
+    """Each rule alone: building the net, rule and optimizers, then two steps; MiB above before."""
+    memory, x, y, out = Memory(device), *batch(model_name, device), {}
+    Setup(model_name, Variant("bp", "bp"), device).step(x, y)  # one-time allocations of the process
+    for name in rules:
+        base = memory.start()
+        try:
+            setup = Setup(model_name, Variant(name, name), device)
+        except Exception:  # reported by the steps section
+            continue
+        for _ in range(2):  # the optimizer state appears on the first step
+            setup.step(x, y)
+        peak = memory.peak_above(base)
+        del setup
+        out[name] = None if peak is None else peak / 2**20
+        log(f"  {model_name:10s} {name:8s} {'–' if peak is None else f'{peak / 2**20:.0f}'} MiB")
+    return out
 
 
 def bench_epoch(args, device, log):
@@ -361,10 +364,12 @@ def markdown(res) -> str:
     skipped = {m: steps[m]["skipped"] for m in steps if "skipped" in steps[m]}
     if skipped:
         lines += [""] + [f"{m}: skipped ({why})" for m, why in skipped.items()]
-    lines += ["", "**Peak memory of a step, MiB** (parameters + optimizer state + the step's peak above them)", "",
-              "| rule | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
-    for rule in RULES:
-        lines.append(f"| {rule} | " + " | ".join(fmt(_get(steps, m, rule, "peak_mb"), "{:.0f}") for m in models) + " |")
+    mem = res.get("memory", {})
+    if mem:
+        lines += ["", "**Peak memory, MiB** (net, rule, optimizer state and the peak of a step)", "",
+                  "| rule | " + " | ".join(mem) + " |", "|---|" + "---|" * len(mem)]
+        for rule in RULES:
+            lines.append(f"| {rule} | " + " | ".join(fmt(_get(mem, m, rule), "{:.0f}") for m in mem) + " |")
     lines += ["", "**Targets**", "", "| target | measured | limit | met |", "|---|---|---|---|"]
     for what, value, limit in TARGETS:
         v = value(res)
@@ -382,8 +387,9 @@ def markdown(res) -> str:
     sd = res.get("sdfa")
     if sd:
         lines += ["", f"**Sparse DFA (k=1) projection, {sd['units']} units, batch 64** (µs)", "",
-                  "| d_L | gather | dense matmul |", "|---|---|---|"]
-        lines += [f"| {d} | {r['sparse_us']:.0f} | {r['dense_us']:.0f} |" for d, r in sd["rows"].items()]
+                  "| d_L | gather (library) | advanced indexing e[:, index] | dense matmul |", "|---|---|---|---|"]
+        lines += [f"| {d} | {r['gather_us']:.0f} | {r['indexing_us']:.0f} | {r['dense_us']:.0f} |"
+                  for d, r in sd["rows"].items()]
     if ep and "skipped" not in ep:
         lines += ["", f"**One epoch, mlp-mnist on {ep['dataset']}, through Trainer**", "",
                   "| rule | steps | epoch (s) | data pipeline alone (s) | share |", "|---|---|---|---|---|"]
@@ -400,7 +406,7 @@ def main(argv=None):
     p.add_argument("--rules", default=",".join(RULES))
     p.add_argument("--optimisation-models", default="mlp-mnist,mlp-cifar,conv3",
                    help="nets on which each optimisation is timed against its straightforward version")
-    p.add_argument("--sections", default="steps,optimisations,sdfa,epoch")
+    p.add_argument("--sections", default="steps,optimisations,sdfa,epoch,memory")
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
@@ -418,7 +424,6 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
-    memory = Memory(device)
     log = lambda s: print(s, flush=True)  # noqa: E731
     sections = args.sections.split(",")
     rules = args.rules.split(",")
@@ -433,12 +438,12 @@ def main(argv=None):
                 log(f"  {m}: skipped (not registered on this branch)")
                 res["steps"][m] = {"skipped": "model not registered"}
                 continue
-            res["steps"][m] = bench_steps(m, rules, args, device, memory, log)
+            res["steps"][m] = bench_steps(m, rules, args, device, log)
     if "optimisations" in sections:
         log("optimisations (before -> after)")
         for m in args.optimisation_models.split(","):
             if m in MODELS:
-                res["optimisations"] += bench_optimisations(m, args, device, memory, log)
+                res["optimisations"] += bench_optimisations(m, args, device, log)
             else:
                 log(f"  {m}: skipped (not registered on this branch)")
     if "sdfa" in sections:
@@ -447,6 +452,9 @@ def main(argv=None):
     if "epoch" in sections:
         log("epoch")
         res["epoch"] = bench_epoch(args, device, log)
+    if "memory" in sections:  # last: its allocator setting would slow the timings
+        log("peak memory")
+        res["memory"] = {m: bench_memory(m, rules, device, log) for m in args.models.split(",") if m in MODELS}
     res["targets"] = {what: {"value": value(res), "limit": limit} for what, value, limit in TARGETS}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

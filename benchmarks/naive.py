@@ -107,3 +107,8 @@ class SampleSet(torch.utils.data.Dataset):
 
 def sample_loader(data, batch_size: int, generator: torch.Generator):
     return torch.utils.data.DataLoader(SampleSet(data), batch_size=batch_size, shuffle=True, generator=generator)
+
+
+def indexed_projection(op, e):
+    """Sparse projection by advanced indexing, e[:, index] (dflearn's first version)."""
+    return (e[:, op.index] * op.value).sum(-1)
