@@ -81,7 +81,7 @@ def two_pass_step(model, rule, x, y, optimizer, feedback_optimizer, loss_fn=F.cr
     """LAS/LTAS in the reference code's order, with two forward passes: update
     the local modules on a first pass, then forward again and signal with them."""
     first, _, _ = forward(model, rule, x, y, loss_fn)
-    _update_feedback(rule, first, feedback_optimizer)
+    _update_feedback(rule, first, feedback_optimizer, None)
     return train_step(model, rule, x, y, optimizer, None, loss_fn)  # no feedback optimizer: no second update
 
 

@@ -9,9 +9,9 @@ import argparse
 import sys
 
 from ..errors import DflearnError
-from . import info, train
+from . import compare, cost, info, plot, reproduce, train
 
-COMMANDS = [train, info]
+COMMANDS = [train, info, compare, reproduce, plot, cost]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for commands that relaunch themselves
     try:
         return args.func(args) or 0
     except DflearnError as exc:

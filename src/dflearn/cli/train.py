@@ -38,6 +38,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("how to train")
     g.add_argument("--epochs", type=int, default=S, help="epochs (default 10)")
     g.add_argument("--batch-size", type=int, default=S, help="minibatch size (default 64)")
+    g.add_argument("--max-steps-per-epoch", type=int, default=S, metavar="N",
+                   help="end each epoch after N batches (default 0: the whole training set); for quick checks")
     g.add_argument("--optimizer", choices=["adam", "sgd"], default=S, help="optimizer (default adam)")
     g.add_argument("--lr", type=float, default=S, help="learning rate (default 1e-3)")
     g.add_argument("--weight-decay", type=float, default=S, help="weight decay (default 0)")
@@ -70,10 +72,21 @@ def config_overrides(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training import fit
+    from ..training import distributed, fit
 
+    if args.nproc > 1:
+        distributed.launch(args.nproc, distributed.without_option(args.argv, "--nproc"))
+        return 0
     overrides = config_overrides(args)
-    fit(out=getattr(args, "out", None), resume=getattr(args, "resume", None), progress=not args.quiet, **overrides)
+    observers = []
+    if args.tensorboard:
+        from ..experiments.tensorboard import TensorBoard
+        observers.append(TensorBoard())
+    try:
+        fit(out=getattr(args, "out", None), resume=getattr(args, "resume", None), progress=not args.quiet,
+            observers=observers, **overrides)
+    finally:
+        distributed.shutdown()
     return 0
 
 
@@ -91,5 +104,10 @@ def register(sub) -> None:
                    help="continue the run in DIR from its last checkpoint (options, if given, must match the run's)")
     g.add_argument("--align-every", type=int, default=S,
                    help="measure each layer's alignment with BP every K steps and log epoch means (default 0: off)")
+    g.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard scalars to OUT/tensorboard (needs: pip install tensorboard)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="data-parallel on N local processes (launches torchrun; --batch-size is the global batch); "
+                        "see docs/distributed.md")
     p.set_defaults(func=run)

@@ -67,7 +67,8 @@ def probe(model: nn.Module, example_input: torch.Tensor) -> Layout:
 
     for m in model.modules():
         if isinstance(m, FeedbackPoint) or _has_own_params(m):
-            hooks.append(m.register_forward_hook(record))
+            # prepend: a marked module (see mark.py) must be recorded before the point its own hook feeds
+            hooks.append(m.register_forward_hook(record, prepend=True))
     was_training = model.training
     model.eval()  # BN must not update its running statistics on a probe
     try:

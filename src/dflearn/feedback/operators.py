@@ -9,6 +9,7 @@ import math
 import torch
 from torch import nn
 
+from ..errors import DflearnError
 from .layout import Layout, Point
 
 
@@ -36,7 +37,7 @@ class DenseFeedback(nn.Module):
         elif init == "zeros":
             B.zero_()
         else:
-            raise ValueError(f"unknown feedback init '{init}'")
+            raise DflearnError(f"unknown feedback init '{init}'; choose kaiming, product or zeros")
         if learned:
             self.B = nn.Parameter(B)
         else:
@@ -63,7 +64,7 @@ class SparseFeedback(nn.Module):
         super().__init__()
         d = layout.num_outputs
         if not 1 <= k <= d:
-            raise ValueError(f"k must be between 1 and the number of outputs ({d}), got {k}")
+            raise DflearnError(f"sdfa: k must be between 1 and the number of outputs ({d}), got {k}")
         self.layout, self.points, self.k = layout, list(points), k
         idx, val = [], []
         for i in self.points:

@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from ..rules.base import Rule
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# called with an optimizer whose gradients are complete, just before its step
+# (data-parallel training sums them over processes there)
+Sync = Callable[[torch.optim.Optimizer], None]
 
 
 @dataclass
@@ -47,18 +50,19 @@ def forward(model: nn.Module, rule: "Rule", x: torch.Tensor, y: torch.Tensor,
 def train_step(model: nn.Module, rule: "Rule", x: torch.Tensor, y: torch.Tensor,
                optimizer: torch.optim.Optimizer,
                feedback_optimizer: torch.optim.Optimizer | None = None,
-               loss_fn: Loss = F.cross_entropy) -> tuple[torch.Tensor, torch.Tensor]:
+               loss_fn: Loss = F.cross_entropy, sync: Sync | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Update `model` (and the rule's learned feedback) on one batch.
 
     The head gets the exact gradient e; each cut point i gets the rule's signal
-    g_i, which autograd carries through block i alone. Returns the loss and the
-    logits, both detached and left on the device (no host synchronisation).
+    g_i, which autograd carries through block i alone. `sync`, if given, sees each
+    optimizer right before its step. Returns the loss and the logits, both
+    detached and left on the device (no host synchronisation).
     """
     optimizer.zero_grad(set_to_none=True)
     fwd, loss, logits = forward(model, rule, x, y, loss_fn)
     learns = feedback_optimizer is not None and rule.learns_feedback
     if learns and rule.update_feedback_first:  # LAS/LTAS: the signal uses the updated module
-        _update_feedback(rule, fwd, feedback_optimizer)
+        _update_feedback(rule, fwd, feedback_optimizer, sync)
     tensors, grads = [logits], [fwd.error]
     for h, g in zip(fwd.points, rule.signals(fwd)):
         if g is not None:
@@ -67,12 +71,17 @@ def train_step(model: nn.Module, rule: "Rule", x: torch.Tensor, y: torch.Tensor,
     if logits.requires_grad:
         torch.autograd.backward(tensors, grads)
     if learns and not rule.update_feedback_first:  # DKP: W and B move together
-        _update_feedback(rule, fwd, feedback_optimizer)
+        _update_feedback(rule, fwd, feedback_optimizer, sync)
+    if sync is not None:
+        sync(optimizer)
     optimizer.step()
     return loss, logits.detach()
 
 
-def _update_feedback(rule: "Rule", fwd: Pass, feedback_optimizer: torch.optim.Optimizer) -> None:
+def _update_feedback(rule: "Rule", fwd: Pass, feedback_optimizer: torch.optim.Optimizer,
+                     sync: Sync | None) -> None:
     feedback_optimizer.zero_grad(set_to_none=True)
     rule.feedback_loss(fwd).backward()
+    if sync is not None:
+        sync(feedback_optimizer)
     feedback_optimizer.step()

@@ -37,4 +37,8 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **opt
     for key in options:
         if key not in known:
             raise DflearnError(f"model '{name}' has no option '{key}' (its options: {', '.join(known) or 'none'})")
-    return MODELS[name](tuple(input_shape), num_classes, **options)
+    try:
+        return MODELS[name](tuple(input_shape), num_classes, **options)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise DflearnError(f"model '{name}' cannot be built for input {tuple(input_shape)} with options {options}: "
+                           f"{str(exc).splitlines()[0]}; see 'dflearn models'") from None

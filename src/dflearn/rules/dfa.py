@@ -1,4 +1,5 @@
 from ..feedback.layout import forward_weight_product
+from ..errors import DflearnError
 from ..feedback.operators import DenseFeedback
 from ..feedback.step import Pass
 from .base import Rule, register_rule
@@ -34,7 +35,6 @@ def fixed_init(init: str, model, layout, points):
         products = forward_weight_product(model, layout)
         return [products[i].t() for i in points]
     if init not in ("kaiming", "zeros"):
-        from ..errors import DflearnError
         raise DflearnError(f"unknown feedback init '{init}'; choose kaiming, product or zeros")
     return init
 

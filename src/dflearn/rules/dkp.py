@@ -1,5 +1,6 @@
 import torch
 
+from ..errors import DflearnError
 from ..feedback.operators import DenseFeedback
 from ..feedback.step import Pass
 from .base import Rule, register_rule
@@ -21,8 +22,7 @@ class DKP(Rule):
     def __init__(self, model, example_input, *, init: str = "kaiming"):
         super().__init__(model, example_input)
         if init not in ("kaiming", "zeros"):
-            from ..errors import DflearnError
-            raise DflearnError(f"dkp: unknown feedback init '{init}'; choose kaiming or zeros")
+                raise DflearnError(f"dkp: unknown feedback init '{init}'; choose kaiming or zeros")
         self.feedback = DenseFeedback(self.layout, list(range(len(self.cuts))), learned=True, init=init)
 
     def signals(self, fwd: Pass):

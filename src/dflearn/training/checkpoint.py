@@ -6,6 +6,7 @@ loads with `torch.load(weights_only=True)`: opening one cannot execute code.
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -27,6 +28,10 @@ def load(path: Path, map_location="cpu") -> dict:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise DflearnError(f"no checkpoint at {path}; the run never finished an epoch, start it again without --resume")
+    except pickle.UnpicklingError:  # weights_only refused a global: a code object or a foreign class
+        raise DflearnError(f"{path}: refused to load, it holds Python objects beyond tensors and plain data "
+                           f"(loading them could run code); dflearn never writes such files, so do not trust "
+                           f"this one") from None
     except Exception as exc:  # a torn or foreign file
         raise DflearnError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0][:120]}); "
                            f"delete the run directory and start again") from None

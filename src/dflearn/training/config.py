@@ -33,6 +33,7 @@ class Config:
     feedback_gamma: float | None = None
     seed: int = 0
     align_every: int = 0  # measure alignment with BP every K steps (0: never)
+    max_steps_per_epoch: int = 0  # stop an epoch after this many batches (0: the whole split); smoke tests
     # where and how, not what: free to differ on resume
     device: str = "auto"
     data_dir: str | None = None
@@ -74,6 +75,8 @@ class Config:
                 raise DflearnError(f"unknown {name.replace('_', ' ')} '{getattr(c, name)}'; choose none, paper or exp")
         if c.epochs < 1 or c.batch_size < 1:
             raise DflearnError("epochs and batch size must be at least 1")
+        if c.max_steps_per_epoch < 0 or c.align_every < 0:
+            raise DflearnError("max steps per epoch and align every must be 0 (off) or positive")
         return c
 
     def differences(self, other: "Config") -> list[str]:

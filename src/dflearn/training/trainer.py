@@ -19,12 +19,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..alignment import signal_alignment
+from ..alignment import diagnostics
 from ..data import Batches, load_dataset, make_augment
 from ..errors import DflearnError
 from ..feedback.step import train_step
 from ..models import build_model
 from ..rules import make_rule
+from . import distributed
 from .checkpoint import CHECKPOINT, load, rng_state, save_atomic, set_rng_state
 from .config import Config
 
@@ -76,17 +77,24 @@ class Trainer:
     `Trainer(config, out)` starts a new run in `out`; `Trainer.resume(out)`
     continues one. `model`, `rule`, `optimizer`, `feedback_optimizer`, `data`
     are plain attributes for those who want to look inside or drive steps themselves.
+
+    Under torchrun (or in any initialised process group) it trains data-parallel:
+    see `distributed`. Only rank 0 logs and writes the run directory.
     """
 
     def __init__(self, config: Config, out: str | Path | None = None, *, progress: bool = True,
-                 log=print, _state: dict | None = None):
+                 log=print, observers=(), _state: dict | None = None):
         self.config = config = config.resolved()
         self.out = Path(out) if out is not None else default_out(config)
-        self.progress, self.log = progress, log
+        self.device = distributed.setup(resolve_device(config.device))
+        self.rank, self.world = distributed.world()
+        self.progress, self.log = progress and self.rank == 0, log if self.rank == 0 else _silent
+        # optional loggers (e.g. TensorBoard): .alignment(trainer, step, {key: per-point values}),
+        # .epoch(trainer, row), .close()
+        self.observers = list(observers) if self.rank == 0 else []
         if _state is None and (self.out / "config.json").exists():
             raise DflearnError(f"{self.out} already holds a run; continue it with --resume {self.out} "
                                f"or choose another --out")
-        self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)
         self.data = load_dataset(config.dataset, config.data_dir, config.download)
         self.model = build_model(config.model, self.data.input_shape, self.data.num_classes,
@@ -110,6 +118,11 @@ class Trainer:
         self.epoch, self.step, self.history, self.wall = 0, 0, [], 0.0
         if _state is not None:
             self._load_state(_state)
+        distributed.check_batches(c.batch_size, len(self.data.x_train))
+        distributed.check_identical(self.rule.state_dict(), "feedback matrices",
+                                    "every process must draw them from the same --seed")
+        distributed.check_identical(self.model.state_dict(), "model weights",
+                                    "every process must build the model from the same --seed")
 
     # ----------------------------------------------------------------- resume
     @classmethod
@@ -165,14 +178,16 @@ class Trainer:
     # --------------------------------------------------------------- training
     def fit(self) -> dict:
         """Train until `config.epochs`, writing the run directory; returns the summary."""
-        c = self.config
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.json").write_text(json.dumps(c.to_dict(), indent=2) + "\n")
-        with open(self.out / "metrics.jsonl", "w") as f:  # drops rows of an epoch that never checkpointed
-            f.writelines(json.dumps(row) + "\n" for row in self.history)
+        c, main = self.config, self.rank == 0
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(c.to_dict(), indent=2) + "\n")
+            with open(self.out / "metrics.jsonl", "w") as f:  # drops rows of an epoch that never checkpointed
+                f.writelines(json.dumps(row) + "\n" for row in self.history)
         if self.epoch == 0:
+            procs = f" x {self.world} processes" if self.world > 1 else ""
             self.log(f"dflearn: {c.rule} on {c.dataset} ({len(self.data.x_train)} train / "
-                     f"{len(self.data.x_test)} test), model {c.model}, {c.epochs} epochs, device {self.device}")
+                     f"{len(self.data.x_test)} test), model {c.model}, {c.epochs} epochs, device {self.device}{procs}")
         elif self.epoch < c.epochs:
             self.log(f"dflearn: resuming {self.out} at epoch {self.epoch + 1} of {c.epochs}")
         while self.epoch < c.epochs:
@@ -183,12 +198,18 @@ class Trainer:
             self.epoch += 1
             self.wall += time.perf_counter() - start
             self.history.append(row)
-            with open(self.out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
-            save_atomic(self.state_dict(), self.out / CHECKPOINT)
+            if main:
+                with open(self.out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                save_atomic(self.state_dict(), self.out / CHECKPOINT)
             self.log(self._epoch_line(row))
+            for o in self.observers:
+                o.epoch(self, row)
+        for o in self.observers:
+            o.close()
         summary = self.summary()
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if main:
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         self.log(f"{c.rule} · {c.model} · {c.dataset}: test accuracy {summary['final_test_accuracy']:.2%} "
                  f"(best {summary['best_test_accuracy']:.2%} at epoch {summary['best_epoch']}), "
                  f"{summary['wall_seconds']:.1f} s; run saved in {self.out}")
@@ -204,26 +225,40 @@ class Trainer:
         bar = tqdm(self.train_batches, desc=f"epoch {epoch}/{c.epochs}", leave=False,
                    disable=not self.progress or None, file=sys.stderr, dynamic_ncols=True)
         for i, (x, y) in enumerate(bar):
+            if c.max_steps_per_epoch and i == c.max_steps_per_epoch:
+                break
+            x, y, share = distributed.local_batch(x, y)
             if c.align_every and self.step % c.align_every == 0:
-                aligns.append(signal_alignment(self.model, self.rule, x, y))
-            loss, logits = train_step(self.model, self.rule, x, y, self.optimizer, self.feedback_optimizer)
+                aligns.append(diagnostics(self.model, self.rule, x, y))
+                for o in self.observers:
+                    o.alignment(self, self.step, aligns[-1])
+            loss, logits = train_step(self.model, self.rule, x, y, self.optimizer, self.feedback_optimizer,
+                                      sync=distributed.gradient_sync(share))
             loss_sum += loss * len(y)
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
             self.step += 1
             if i % 25 == 0:  # the only host synchronisation in the loop
-                self._check_finite(loss.item(), epoch, i)
-                bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+                # the global loss, so that all processes stop together
+                (global_loss,) = distributed.sum_over_processes(loss * share)
+                self._check_finite(global_loss.item(), epoch, i)
+                bar.set_postfix(loss=f"{global_loss.item():.4f}", refresh=False)
         seconds = time.perf_counter() - start
+        distributed.broadcast_buffers(self.model)
+        loss_sum, correct, seen = distributed.sum_over_processes(loss_sum, correct,
+                                                                 torch.tensor(seen, device=self.device))
+        seen = int(seen)
         for s in self.schedulers:
             if s is not None:
                 s.step()
         row = {"epoch": epoch, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
                "seconds": round(seconds, 4), "lr": self.optimizer.param_groups[0]["lr"], "step": self.step}
         self._check_finite(row["train_loss"], epoch, len(self.train_batches) - 1)
-        if aligns:
-            row["alignment"] = [_nanmean(col) for col in zip(*aligns)]
+        if aligns:  # epoch means per point of each diagnostic ('alignment': the signal's)
+            for key in aligns[0]:
+                row[key] = [_nanmean(col) for col in zip(*(a[key] for a in aligns))]
             row["alignment_points"] = [p.name for p in self.rule.layout.points]
+            row["alignment_measurements"] = len(aligns)
         return row
 
     @torch.no_grad()
@@ -232,11 +267,13 @@ class Trainer:
         loss = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         for x, y in self.test_batches:
+            x, y, _ = distributed.local_batch(x, y)  # sharded, then summed over processes
             logits = self.model(x)
             loss += F.cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
+        loss, correct = distributed.sum_over_processes(loss, correct)
         n = len(self.test_batches.y)
-        return {"test_loss": loss.item() / n, "test_acc": correct.item() / n}
+        return {"test_loss": loss.item() / n, "test_acc": int(correct) / n}
 
     def summary(self) -> dict:
         c, h = self.config, self.history
@@ -249,7 +286,7 @@ class Trainer:
             "seconds_per_epoch": round(statistics.median(r["seconds"] for r in h), 4),
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "feedback_parameters": sum(t.numel() for t in self.rule.state_dict().values()),
-            "device": str(self.device), "torch": torch.__version__, "out": str(self.out),
+            "device": str(self.device), "processes": self.world, "torch": torch.__version__, "out": str(self.out),
         }
 
     # ---------------------------------------------------------------- helpers
@@ -269,19 +306,24 @@ class Trainer:
         return line
 
 
+def _silent(*args, **kwargs) -> None:
+    pass
+
+
 def _nanmean(values) -> float | None:
     kept = [v for v in values if not math.isnan(v)]
     return sum(kept) / len(kept) if kept else None
 
 
 def fit(config: Config | None = None, *, out: str | Path | None = None, resume: str | Path | None = None,
-        progress: bool = True, log=print, **options) -> dict:
+        progress: bool = True, log=print, observers=(), **options) -> dict:
     """Train a model under a rule and return the run's summary.
 
     `fit(rule="las", dataset="mnist", epochs=2)` or `fit(Config(...), out="runs/x")`;
     `fit(resume="runs/x")` continues an interrupted run.
     """
     if resume is not None:
-        return Trainer.resume(resume, config, overrides=options, progress=progress, log=log).fit()
+        return Trainer.resume(resume, config, overrides=options, progress=progress, log=log,
+                              observers=observers).fit()
     config = Config.from_dict({**(config or Config()).to_dict(), **options})
-    return Trainer(config, out, progress=progress, log=log).fit()
+    return Trainer(config, out, progress=progress, log=log, observers=observers).fit()

@@ -1,0 +1,82 @@
+"""`dflearn compare`: rules x seeds (x models, data sets, learning rates) and a results table."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import DflearnError
+from .train import S, add_config_arguments, config_overrides
+
+
+def _list(text: str, kind=str) -> list:
+    try:
+        return [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise DflearnError(f"'{text}' is not a comma-separated list of {kind.__name__} values (e.g. 0,1,2)") from None
+
+
+def split_rule_options(rules: list[str], options: dict) -> dict[str, dict]:
+    """-o KEY=VALUE goes to every rule of the grid that has the option (dfa gets init=product, bp nothing)."""
+    from ..rules import RULES, rule_options
+
+    per_rule = {r: {k: v for k, v in options.items() if r in RULES and k in rule_options(RULES[r])} for r in rules}
+    unused = set(options) - {k for opts in per_rule.values() for k in opts}
+    if unused:
+        raise DflearnError(f"no rule of {', '.join(rules)} has the option(s) {', '.join(sorted(unused))}; "
+                           f"see 'dflearn rules'")
+    return per_rule
+
+
+def add_grid_output(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("grid")
+    g.add_argument("--layout", choices=["rows", "papers"], default="rows",
+                   help="results.md: one row per cell (default) or the papers' layout, rules as columns")
+    g.add_argument("--jobs", type=int, default=1, help="runs at once, in separate processes (default 1)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no per-epoch lines")
+
+
+def finish(runs, out: Path, args) -> None:
+    """Run the grid, write results.md / results.csv and print the table."""
+    from ..experiments.grid import run_grid, write_table
+
+    log = (lambda *a: None) if args.quiet else print
+    run_grid(runs, out, jobs=args.jobs, log=log)
+    write_table(out, args.layout)
+    print((out / "results.md").read_text(), end="")
+    print(f"table written to {out / 'results.md'} and {out / 'results.csv'}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..experiments.grid import Grid
+
+    base = config_overrides(args)
+    rules = _list(args.rules)
+    options = base.pop("rule_options", {})
+    variants = [{}]
+    for name, field, kind in (("models", "model", str), ("datasets", "dataset", str), ("lrs", "lr", float)):
+        values = getattr(args, name)
+        if values:
+            variants = [{**v, field: x} for v in variants for x in _list(values, kind)]
+    grid = Grid(base, rules, _list(args.seeds, int), variants, split_rule_options(rules, options))
+    finish(grid.runs(), Path(args.out), args)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compare", help="run rules x seeds (x models, data sets, lrs) and tabulate test accuracy",
+                       description="Run a grid of runs, one run directory each under --out, and write "
+                                   "results.md and results.csv there: per cell the mean ± std over seeds of the "
+                                   "best and final test accuracy and the seconds per epoch. Running the same "
+                                   "command again skips finished runs and resumes interrupted ones.",
+                       epilog="Example: dflearn compare --rules bp,dfa,las,ltas --seeds 0,1,2 --dataset mnist "
+                              "--model mlp-mnist --epochs 2 --out runs/fc-mnist --layout papers")
+    p.add_argument("--rules", default="bp,dfa,las,ltas", help="comma-separated rules (default bp,dfa,las,ltas)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--models", help="comma-separated models (overrides --model)")
+    p.add_argument("--datasets", help="comma-separated data sets (overrides --dataset)")
+    p.add_argument("--lrs", help="comma-separated learning rates (overrides --lr)")
+    p.add_argument("--out", required=True, help="grid folder: one run directory per run, results.md, results.csv")
+    p.add_argument("--align-every", type=int, default=S, help="measure alignment with BP every K steps")
+    add_config_arguments(p)
+    add_grid_output(p)
+    p.set_defaults(func=run)

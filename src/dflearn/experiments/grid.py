@@ -1,0 +1,222 @@
+"""A grid of runs (rules x seeds x variants), each a normal run directory, and its table.
+
+`run_grid` runs what is missing: a run with `summary.json` is skipped, one with
+a checkpoint but no summary is resumed (bit-exact, see training/trainer.py),
+one that never finished an epoch starts again. The table is computed from the
+run directories alone, so an interrupted and restarted grid gives the same table.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import statistics
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+from ..errors import DflearnError
+from ..training import Config, Trainer
+from ..training.checkpoint import CHECKPOINT
+
+# columns in the papers' order; rules not listed follow alphabetically
+RULE_ORDER = ("bp", "shallow", "dfa", "sdfa", "drtp", "dkp", "las", "ltas")
+NOT_A_CELL = ("seed",) + Config.RUNTIME  # runs differing only in these are repeats of one cell
+
+
+@dataclass
+class Grid:
+    """Every rule x seed for each variant. `base` holds the Config fields all runs
+    share; a variant overrides some (dataset, model, augment, lr, ...) and may
+    carry its own 'rules'; `rule_options` are per rule (e.g. {'dfa': {'init': 'product'}})."""
+
+    base: dict
+    rules: list[str]
+    seeds: list[int]
+    variants: list[dict] = field(default_factory=lambda: [{}])
+    rule_options: dict[str, dict] = field(default_factory=dict)
+
+    def runs(self) -> list[tuple[str, Config]]:
+        """(directory name, Config) of every run, in order; names are unique."""
+        out: dict[str, Config] = {}
+        for variant in self.variants:
+            fields = {k: v for k, v in variant.items() if k != "rules"}
+            for rule in variant.get("rules", self.rules):
+                for seed in self.seeds:
+                    options = {**self.base.get("rule_options", {}), **self.rule_options.get(rule, {})}
+                    config = Config.from_dict({**self.base, **fields, "rule": rule, "seed": seed,
+                                               "rule_options": options})
+                    name = run_name(config)
+                    if name in out:
+                        raise DflearnError(f"two runs of the grid would share the folder '{name}'; "
+                                           f"vary only dataset, model, augment, lr, rule (options) and seed")
+                    out[name] = config
+        return list(out.items())
+
+    def filtered(self, **only) -> "Grid":
+        """Keep the variants whose fields equal `only` (e.g. dataset='mnist')."""
+        variants = [v for v in self.variants if all(v.get(k, self.base.get(k)) == x for k, x in only.items())]
+        if not variants:
+            raise DflearnError(f"no part of the grid has {only}; see 'dflearn reproduce --list'")
+        return Grid(self.base, self.rules, self.seeds, variants, self.rule_options)
+
+
+def rule_label(config: Config | dict) -> str:
+    """'dfa', or 'dfa[init=product]' when the rule has options."""
+    c = config if isinstance(config, dict) else config.to_dict()
+    opts = ",".join(f"{k}={v}" for k, v in sorted(c["rule_options"].items()))
+    return f"{c['rule']}[{opts}]" if opts else c["rule"]
+
+
+def run_name(config: Config) -> str:
+    c = config
+    name = f"{c.dataset}-{c.model}-{c.augment or 'noaug'}-lr{c.lr:g}-{rule_label(c)}-seed{c.seed}"
+    return re.sub(r"[^\w.+=,-]", "_", name)
+
+
+# ------------------------------------------------------------------ running
+def run_one(out: Path, config: Config, progress: bool = False, log=print) -> dict:
+    """Finish the run in `out`: skip it if done, resume it if interrupted, else start it."""
+    summary = out / "summary.json"
+    if summary.exists() and (out / "config.json").exists():
+        saved = Config.from_dict(json.loads((out / "config.json").read_text()))
+        diff = saved.differences(config.resolved())
+        if diff:
+            raise DflearnError(f"{out} holds a run with another configuration (differs in {', '.join(diff)}); "
+                               f"give the grid another --out folder")
+        done = json.loads(summary.read_text())
+        if done["epochs"] >= config.epochs:
+            return done
+    if (out / CHECKPOINT).exists():
+        return Trainer.resume(out, config, progress=progress, log=log).fit()
+    (out / "config.json").unlink(missing_ok=True)  # started but no epoch finished: start again
+    return Trainer(config, out, progress=progress, log=log).fit()
+
+
+def _worker(out: Path, config: Config, threads: int) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    return run_one(out, config, progress=False, log=lambda *a: None)
+
+
+def run_grid(runs: list[tuple[str, Config]], out: str | Path, *, jobs: int = 1, progress: bool = False,
+             log=print) -> list[dict]:
+    """Run (or finish) every run under `out/NAME`; returns their summaries in order."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, config in runs:
+        config.resolved()  # bad names fail now, not after hours of other runs
+    if jobs <= 1:
+        summaries = []
+        for k, (name, config) in enumerate(runs, 1):
+            log(f"[{k}/{len(runs)}] {name}")
+            summaries.append(run_one(out / name, config, progress, log))
+    else:
+        import os
+
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(_worker, out / name, config, threads) for name, config in runs]
+            summaries = []
+            for (name, _), f in zip(runs, futures):
+                summaries.append(f.result())
+                log(f"done {name}")
+    return summaries
+
+
+# ------------------------------------------------------------------ tables
+def collect(folder: str | Path) -> list[dict]:
+    """Every finished run under `folder` (or `folder` itself): its config merged with its summary."""
+    folder = Path(folder)
+    dirs = [folder] if (folder / "summary.json").exists() else sorted(p.parent for p in folder.glob("*/summary.json"))
+    rows = []
+    for d in dirs:
+        config = json.loads((d / "config.json").read_text())
+        rows.append({"dir": str(d), "config": config, **json.loads((d / "summary.json").read_text())})
+    return rows
+
+
+def _cell(config: dict) -> str:
+    return json.dumps({k: v for k, v in config.items() if k not in NOT_A_CELL}, sort_keys=True)
+
+
+def _rule_key(label: str):
+    rule = label.split("[")[0]
+    return (RULE_ORDER.index(rule) if rule in RULE_ORDER else len(RULE_ORDER), label)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n-1); std is NaN for a single seed."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def table(folder: str | Path) -> list[dict]:
+    """One row per cell (runs equal but for the seed): mean and std over seeds of
+    best and final test accuracy and seconds per epoch."""
+    cells: dict[str, list[dict]] = {}
+    for run in collect(folder):
+        cells.setdefault(_cell(run["config"]), []).append(run)
+    if not cells:
+        raise DflearnError(f"{folder} holds no finished run (no */summary.json); run the grid first")
+    configs = [runs[0]["config"] for runs in cells.values()]
+    shown = ["dataset", "model"] + [k for k in configs[0] if k not in NOT_A_CELL + ("rule", "rule_options", "dataset",
+                                    "model") and len({json.dumps(c[k]) for c in configs}) > 1]
+    rows = []
+    for runs in cells.values():
+        c = runs[0]["config"]
+        row = {k: c[k] for k in shown}
+        row["rule"] = rule_label(c)
+        row["seeds"] = len(runs)
+        for key, name in (("best_test_accuracy", "best"), ("final_test_accuracy", "final"),
+                          ("seconds_per_epoch", "seconds_per_epoch")):
+            row[f"{name}_mean"], row[f"{name}_std"] = _mean_std([r[key] for r in runs])
+        row["epochs"] = c["epochs"]
+        rows.append(row)
+    rows.sort(key=lambda r: (tuple(json.dumps(r[k]) for k in shown), _rule_key(r["rule"])))
+    return rows
+
+
+def _pct(mean: float, std: float) -> str:
+    return f"{100 * mean:.2f}" + ("" if math.isnan(std) else f" ± {100 * std:.2f}")
+
+
+def markdown(rows: list[dict], layout: str = "rows") -> str:
+    """A Markdown table: one row per cell ('rows'), or the papers' layout with
+    rules as columns and best test accuracy in the cells ('papers')."""
+    shown = [k for k in rows[0] if k not in ("rule", "seeds", "epochs") and not k.endswith(("_mean", "_std"))]
+    if layout == "papers":
+        rules = sorted({r["rule"] for r in rows}, key=_rule_key)
+        groups: dict[tuple, dict] = {}
+        for r in rows:
+            groups.setdefault(tuple(str(r[k]) for k in shown), {})[r["rule"]] = r
+        lines = ["| " + " | ".join(shown + rules) + " |", "|" + "---|" * (len(shown) + len(rules))]
+        for key, by_rule in groups.items():
+            cells = [_pct(by_rule[x]["best_mean"], by_rule[x]["best_std"]) if x in by_rule else "–" for x in rules]
+            lines.append("| " + " | ".join(list(key) + cells) + " |")
+        seeds = sorted({r["seeds"] for r in rows})
+        lines.append(f"\nBest test accuracy over epochs (%), mean ± std over {'/'.join(map(str, seeds))} seed(s).")
+        return "\n".join(lines) + "\n"
+    head = shown + ["rule", "seeds", "epochs", "best test acc (%)", "final test acc (%)", "s/epoch"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        spe = f"{r['seconds_per_epoch_mean']:.2f}" + ("" if math.isnan(r["seconds_per_epoch_std"])
+                                                      else f" ± {r['seconds_per_epoch_std']:.2f}")
+        lines.append("| " + " | ".join([str(r[k]) for k in shown] + [r["rule"], str(r["seeds"]), str(r["epochs"]),
+                     _pct(r["best_mean"], r["best_std"]), _pct(r["final_mean"], r["final_std"]), spe]) + " |")
+    lines.append("\nMean ± sample std over seeds; s/epoch is the median training time of an epoch.")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(folder: str | Path, layout: str = "rows") -> list[dict]:
+    """Write results.md and results.csv into `folder`; returns the rows."""
+    folder = Path(folder)
+    rows = table(folder)
+    (folder / "results.md").write_text(markdown(rows, layout))
+    with open(folder / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows([{k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows])
+    return rows

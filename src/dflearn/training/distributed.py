@@ -1,0 +1,165 @@
+"""Data-parallel training on torch.distributed (gloo on CPU, NCCL on CUDA).
+
+Every process holds the whole model and the rule's feedback state. All draw the
+same global batch (same seed, same data order, same augmentation draws) and each
+trains on its contiguous slice of it. Gradients are summed over processes, each
+weighted by its slice's share of the global batch, before every optimizer step.
+
+Why the weights: the engine's error e = dLoss/dlogits carries 1/n_r for a slice of
+n_r samples (mean loss), so every gradient on process r — model, LAS/LTAS local
+modules, DKP's B — is (1/n_r) sum over its slice. Summing (n_r/N) times that over
+the processes gives (1/N) sum over the global batch: exactly the one-process
+gradient, also when N does not divide evenly (then plain averaging would not).
+
+No DistributedDataParallel wrapper: the rule's own parameters live outside the
+model, the step runs a backward from several roots, and the wrapper would change
+the model's state_dict keys. One flat all-reduce per optimizer step does it.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+
+from ..errors import DflearnError
+
+
+def world() -> tuple[int, int]:
+    """(rank, number of processes); (0, 1) outside a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def setup(device: torch.device) -> torch.device:
+    """Join the process group torchrun describes in the environment, if any (NCCL for
+    CUDA, gloo otherwise), and return the device this process trains on: under CUDA,
+    process k of a node takes cuda:k (LOCAL_RANK)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    rank, size = world()
+    if size == 1 or device.type != "cuda":
+        return device
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    if device.index is not None and device.index != local:
+        raise DflearnError(f"--device {device} would put all {size} processes on one GPU; "
+                           f"use --device cuda (process k takes cuda:k)")
+    device = torch.device("cuda", local)
+    torch.cuda.set_device(device)
+    return device
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def local_batch(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """This process's contiguous slice of a global batch, and its share n_r / N."""
+    rank, size = world()
+    if size == 1:
+        return x, y, 1.0
+    return x.tensor_split(size)[rank], y.tensor_split(size)[rank], len(y.tensor_split(size)[rank]) / len(y)
+
+
+def check_batches(batch_size: int, num_samples: int) -> None:
+    """Refuse a batch size that leaves some process an empty slice (its mean loss is undefined)."""
+    _, size = world()
+    last = num_samples % batch_size
+    if batch_size < size or 0 < last < size:
+        raise DflearnError(f"--batch-size {batch_size} leaves a batch of {last or batch_size} samples for "
+                           f"{size} processes; choose a batch size such that every batch has at least one "
+                           f"sample per process")
+
+
+def gradient_sync(weight: float) -> Callable[[torch.optim.Optimizer], None] | None:
+    """The hook `train_step` calls before each optimizer step: sum weight * grad over processes."""
+    if world()[1] == 1:
+        return None
+
+    def sync(optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.flatten() for g in grads]).mul_(weight)
+        dist.all_reduce(flat)
+        for g, f in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(f.view_as(g))
+    return sync
+
+
+def sum_over_processes(*values: torch.Tensor) -> list[torch.Tensor]:
+    """Scalars summed over processes (as float64 on their device); unchanged with one process."""
+    if world()[1] == 1:
+        return list(values)
+    flat = torch.stack([v.double() for v in values])
+    dist.all_reduce(flat)
+    return list(flat.unbind())
+
+
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """Give every process rank 0's buffers (BN running statistics drift apart: each
+    process normalises its own slice) before evaluating or saving."""
+    if world()[1] == 1:
+        return
+    for b in model.buffers():
+        dist.broadcast(b, 0)
+
+
+def check_identical(tensors: dict[str, torch.Tensor], what: str, fix: str) -> None:
+    """Refuse to start unless `tensors` are bitwise the same on every process: each
+    process reduces two checksums per tensor (sum, position-weighted sum) to their
+    min and max over processes, which agree only if the checksums do."""
+    _, size = world()
+    if size == 1 or not tensors:
+        return
+    sums = []
+    for t in tensors.values():
+        flat = t.detach().flatten().double()
+        sums += [flat.sum(), (flat * torch.arange(1, len(flat) + 1, device=flat.device, dtype=flat.dtype)).sum()]
+    lo = torch.stack(sums)
+    hi = lo.clone()
+    dist.all_reduce(lo, dist.ReduceOp.MIN)
+    dist.all_reduce(hi, dist.ReduceOp.MAX)
+    differs = (lo != hi).view(-1, 2).any(1).tolist()
+    if any(differs):
+        name = list(tensors)[differs.index(True)]
+        raise DflearnError(f"{what} differ between the {size} processes (first: '{name}'); {fix}")
+
+
+def launch(nproc: int, argv: list[str]) -> None:
+    """Run `dflearn ARGV` as `nproc` processes on this machine through
+    torch.distributed.run (what `torchrun --standalone --nproc_per_node N` does)."""
+    from pathlib import Path
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    if "WORLD_SIZE" in os.environ:
+        raise DflearnError("--nproc given inside a torchrun process; use either torchrun or --nproc, not both")
+    # the workers must import this very dflearn, installed or not
+    package_root = str(Path(__file__).resolve().parents[2])
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    try:
+        run(parse_args(["--standalone", f"--nproc_per_node={nproc}", "-m", "dflearn", *argv]))
+    except ChildFailedError as exc:
+        # the first failure stops the others (negative codes: killed by the launcher)
+        failed = sorted(rank for rank, f in exc.failures.items() if f.exitcode > 0) or sorted(exc.failures)
+        raise DflearnError(f"training process(es) {', '.join(map(str, failed))} of {nproc} failed, "
+                           f"see the message(s) above") from None
+
+
+def without_option(argv: list[str], flag: str) -> list[str]:
+    """argv with `flag VALUE` / `flag=VALUE` removed."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = True
+        elif not a.startswith(flag + "="):
+            out.append(a)
+    return out
