@@ -86,14 +86,16 @@ class SparseFeedback(nn.Module):
 
     def dense(self) -> torch.Tensor:
         """The stacked (sum n_i, d_L) matrix this operator represents (for tests and diagnostics)."""
-        B = torch.zeros(len(self.index), self.layout.num_outputs, device=self.value.device)
+        B = self.value.new_zeros(len(self.index), self.layout.num_outputs)
         return B.scatter_(1, self.index, self.value)
 
     def project(self, e: torch.Tensor) -> list[torch.Tensor]:
-        if self.k == 1:
-            flat = e[:, self.index[:, 0]] * self.value[:, 0]
-        else:
-            flat = (e[:, self.index] * self.value).sum(-1)
+        # one index_select of whole columns per j < k: a plain gather, O(N n) each and
+        # independent of d_L (advanced indexing e[:, index] was ~50x slower on CPU)
+        index, value = self.index.t().contiguous(), self.value.t().contiguous()
+        flat = e.index_select(1, index[0]) * value[0]
+        for j in range(1, self.k):
+            flat.addcmul_(e.index_select(1, index[j]), value[j])
         return _split(flat, self.layout, self.points)
 
 
