@@ -29,6 +29,7 @@ class Layout:
     """Where one CIFAR variant keeps what."""
 
     name: str
+    num_classes: int
     folders: tuple[str, ...]  # candidate folders under the data root
     bin_dir: str  # the folder inside the binary archive
     bin_train: tuple[str, ...]
@@ -46,14 +47,14 @@ class Layout:
 
 
 CIFAR10 = Layout(
-    "cifar10", ("cifar10", "cifar-10", "CIFAR10"), "cifar-10-batches-bin",
+    "cifar10", 10, ("cifar10", "cifar-10", "CIFAR10"), "cifar-10-batches-bin",
     tuple(f"data_batch_{i}.bin" for i in range(1, 6)), ("test_batch.bin",), 1, "batches.meta.txt",
     "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), "labels",
     ("batches.meta", "label_names"), "cifar-10-binary.tar.gz", "cifar-10-python.tar.gz",
     {"cifar-10-binary.tar.gz": "c32a1d4ab5d03f1284b67883e8d87530",
      "cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a"})
 CIFAR100 = Layout(
-    "cifar100", ("cifar100", "cifar-100", "CIFAR100"), "cifar-100-binary",
+    "cifar100", 100, ("cifar100", "cifar-100", "CIFAR100"), "cifar-100-binary",
     ("train.bin",), ("test.bin",), 2, "fine_label_names.txt",
     "cifar-100-python", ("train",), ("test",), "fine_labels", ("meta", "fine_label_names"),
     "cifar-100-binary.tar.gz", "cifar-100-python.tar.gz",
@@ -100,7 +101,8 @@ class SafeUnpickler(pickle.Unpickler):
     """Admits numpy arrays and builtin containers only; anything else is refused."""
 
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
+               ("numpy", "ndarray"), ("numpy", "dtype"),
+               ("_codecs", "encode")}  # how Python 3 writes bytes at protocol 2; encodes text, nothing else
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
@@ -192,8 +194,7 @@ def load_cifar(spec: Layout, root: Path, download: bool) -> Dataset:
         parts = [read(f) for f in train + test]
         xtr, ytr = (np.concatenate(a) for a in zip(*parts[:len(train)]))
         xte, yte = (np.concatenate(a) for a in zip(*parts[len(train):]))
-    num = int(max(ytr.max(), yte.max())) + 1 if names is None else len(names)
-    names = names or [str(i) for i in range(num)]
+    names = names or [str(i) for i in range(spec.num_classes)]
     if max(ytr.max(), yte.max()) >= len(names) or min(ytr.min(), yte.min()) < 0:
         raise DflearnError(f"{path}: labels outside 0..{len(names) - 1}; the file is corrupt, fetch it again")
     t = lambda a, dtype: torch.from_numpy(np.ascontiguousarray(a).astype(dtype))  # noqa: E731
