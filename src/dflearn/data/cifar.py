@@ -25,7 +25,7 @@ PIXELS = 3 * 32 * 32
 
 
 @dataclass(frozen=True)
-class Layout:
+class Variant:
     """Where one CIFAR variant keeps what."""
 
     name: str
@@ -46,14 +46,14 @@ class Layout:
     md5: dict  # archive name -> MD5
 
 
-CIFAR10 = Layout(
+CIFAR10 = Variant(
     "cifar10", 10, ("cifar10", "cifar-10", "CIFAR10"), "cifar-10-batches-bin",
     tuple(f"data_batch_{i}.bin" for i in range(1, 6)), ("test_batch.bin",), 1, "batches.meta.txt",
     "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), "labels",
     ("batches.meta", "label_names"), "cifar-10-binary.tar.gz", "cifar-10-python.tar.gz",
     {"cifar-10-binary.tar.gz": "c32a1d4ab5d03f1284b67883e8d87530",
      "cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a"})
-CIFAR100 = Layout(
+CIFAR100 = Variant(
     "cifar100", 100, ("cifar100", "cifar-100", "CIFAR100"), "cifar-100-binary",
     ("train.bin",), ("test.bin",), 2, "fine_label_names.txt",
     "cifar-100-python", ("train",), ("test",), "fine_labels", ("meta", "fine_label_names"),
@@ -143,7 +143,7 @@ def read_npz(path: Path) -> tuple[np.ndarray, ...]:
     return xtr.transpose(0, 3, 1, 2), ytr, xte.transpose(0, 3, 1, 2), yte, names
 
 
-def locate(spec: Layout, root: Path) -> tuple[str, Path] | None:
+def locate(spec: Variant, root: Path) -> tuple[str, Path] | None:
     """(kind, path) of the first usable copy under root: bin/py folder or archive, or npz."""
     folders = [root / f for f in spec.folders] + [root]
     for kind, inner, archive, needed in (("bin", spec.bin_dir, spec.bin_archive, spec.bin_train + spec.bin_test),
@@ -162,7 +162,7 @@ def locate(spec: Layout, root: Path) -> tuple[str, Path] | None:
     return None
 
 
-def load_cifar(spec: Layout, root: Path, download: bool) -> Dataset:
+def load_cifar(spec: Variant, root: Path, download: bool) -> Dataset:
     found = locate(spec, root)
     binary = spec.bin_archive
     if found is None:
