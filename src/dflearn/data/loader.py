@@ -46,8 +46,9 @@ class Batches:
                 x, y = self.x[idx], self.y[idx]
             else:
                 x, y = self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
-            x = (x.float().div_(255) - self.mean).mul_(self.inv_std)
-            if self.augment is not None:
+            x = x.float().div_(255)
+            if self.augment is not None:  # on [0, 1] pixels: colour ops need the true range
                 x = self.augment(x, self.generator)
+            x = (x - self.mean).mul_(self.inv_std)
             yield x, y
 

@@ -121,10 +121,12 @@ class ConvLocal(nn.Module):
     global average pooling (seed 001, Figure 3). Trained and differentiated
     through the same pooling, so the signal is the true VJP of what was trained."""
 
-    def __init__(self, point: Point, num_outputs: int, kernel_size: int = 3):
+    def __init__(self, point: Point, num_outputs: int, kernel_size: int = 3, stride: int = 1,
+                 padding: int | None = None):
         super().__init__()
         channels = point.shape[0]
-        self.conv = nn.Conv2d(channels, num_outputs, kernel_size, padding=kernel_size // 2, bias=False)
+        padding = kernel_size // 2 if padding is None else padding  # default: reads every position of h_i
+        self.conv = nn.Conv2d(channels, num_outputs, kernel_size, stride, padding, bias=False)
         self.shape = point.shape
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
