@@ -9,7 +9,7 @@ from dflearn.feedback.operators import ConvLocal
 from dflearn.feedback.point import FeedbackPoint
 from dflearn.feedback.step import forward, train_step
 from dflearn.models import build_model
-from dflearn.rules import RULES, make_rule
+from dflearn.rules import RULES, Rule, make_rule
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
@@ -76,8 +76,14 @@ def batch(n=8, seed=0):
     return torch.randn(n, *SHAPE, generator=g), torch.randint(0, CLASSES, (n,), generator=g)
 
 
+# rules that keep exact BP inside a block (all but the sequential family, which swaps
+# each layer's backward for its B and is tested in test_sequential.py)
+BLOCKWISE = sorted(n for n, r in RULES.items() if r.forward_context is Rule.forward_context)
+SEQUENTIAL = sorted(set(RULES) - set(BLOCKWISE))
+
+
 @pytest.mark.parametrize("model_name", list(SMALL))
-@pytest.mark.parametrize("rule_name", sorted(RULES))
+@pytest.mark.parametrize("rule_name", BLOCKWISE)
 def test_block_gradient_is_bp_of_block_given_signal(rule_name, model_name):
     """Each cut block's gradient is autograd of that block alone with grad_outputs = g_i;
     the layers above the highest cut get BP's gradient of the loss from there (all of
@@ -113,7 +119,20 @@ def test_block_gradient_is_bp_of_block_given_signal(rule_name, model_name):
     for p, w in zip(params, want):
         torch.testing.assert_close(p.grad, w, rtol=1e-4, atol=1e-6)
 
-    # a real step, learned feedback included, moves the weights and stays finite
+    assert_real_step_learns(model, rule, x, y)
+
+
+@pytest.mark.parametrize("model_name", list(SMALL))
+@pytest.mark.parametrize("rule_name", SEQUENTIAL)
+def test_sequential_rules_step_on_every_conv_model(rule_name, model_name):
+    torch.manual_seed(0)
+    model = build_model(model_name, SHAPE, CLASSES, **SMALL[model_name])
+    x, y = batch()
+    assert_real_step_learns(model, make_rule(rule_name, model, x[:1]), x, y)
+
+
+def assert_real_step_learns(model, rule, x, y):
+    """A real step, learned feedback included, moves the weights and stays finite."""
     before = [p.detach().clone() for p in model.parameters()]
     fb_before = [p.detach().clone() for p in rule.parameters()]
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
