@@ -146,8 +146,7 @@ class Trainer:
         for k in Config.RUNTIME:
             setattr(saved, k, getattr(wanted, k))
         state = load(out / CHECKPOINT)
-        if state.get("config") != json.loads(json.dumps(Config.from_dict(state["config"]).to_dict())) or \
-                Config.from_dict(state["config"]).differences(saved):
+        if Config.from_dict(state["config"]).differences(saved):
             raise DflearnError(f"{out / CHECKPOINT} belongs to another configuration than {out / 'config.json'}; "
                                f"the run directory is inconsistent, start a new run")
         return cls(saved, out, _state=state, **kwargs)
