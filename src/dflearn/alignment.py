@@ -23,7 +23,7 @@ from torch import nn
 from .errors import DflearnError
 from .feedback.layout import forward_weight_product
 from .feedback.operators import DenseFeedback, LinearLocal, SparseFeedback
-from .feedback.step import Loss, Pass, forward
+from .feedback.step import Loss, Pass, forward, injection
 from .feedback.tape import recording
 from .rules.base import Rule
 
@@ -65,12 +65,8 @@ def signal_alignment(model: nn.Module, rule: Rule, x: torch.Tensor, y: torch.Ten
         hs, at, logits = _forward(model, rule, x, rule.cuts, rule.forward_context(model))
         z = logits.detach().requires_grad_()
         (error,) = torch.autograd.grad(loss_fn(z, y), z)
-        signals = rule.signals(Pass(hs, logits.detach(), error, y, model))
-        outputs, grads = [logits], [error]
-        for h, g in zip(hs, signals):
-            if g is not None:
-                outputs.append(h)
-                grads.append(g)
+        fwd = Pass(hs, logits.detach(), error, y, model)
+        outputs, grads = injection(logits, fwd, rule.signals(fwd))
         deltas = torch.autograd.grad(outputs, at, grads, allow_unused=True)
     return [math.nan if d is None else cosine(d, b) for d, b in zip(deltas, bp)]
 
@@ -111,11 +107,7 @@ def update_alignment(model: nn.Module, rule: Rule, x: torch.Tensor, y: torch.Ten
     with torch.enable_grad(), buffers_kept(model):
         bp = torch.autograd.grad(loss_fn(model(x), y), params, allow_unused=True)
         fwd, _, logits = forward(model, rule, x, y, loss_fn)
-        tensors, grads = [logits], [fwd.error]
-        for h, g in zip(fwd.points, rule.signals(fwd)):
-            if g is not None:
-                tensors.append(h)
-                grads.append(g)
+        tensors, grads = injection(logits, fwd, rule.signals(fwd))
         ours = torch.autograd.grad(tensors, params, grads, allow_unused=True)
     result, start = [], 0
     for block in blocks:

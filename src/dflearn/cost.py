@@ -27,7 +27,7 @@ from torch import nn
 from .errors import DflearnError
 from .feedback.operators import DenseFeedback, SparseFeedback
 from .feedback.point import FeedbackPoint
-from .feedback.step import forward as forward_pass
+from .feedback.step import forward as forward_pass, injection
 from .rules.base import Rule, make_rule
 
 VALUE_BYTES = 4  # fp32
@@ -216,11 +216,7 @@ def _trace(model: nn.Module, rule: Rule, x: torch.Tensor) -> dict[str, _Record]:
         with torch.enable_grad():
             y = torch.zeros(len(x), dtype=torch.long, device=x.device)
             fwd, _, logits = forward_pass(model, rule, x, y)
-            tensors, grads = [logits], [fwd.error]
-            for h, g in zip(fwd.points, rule.signals(fwd)):
-                if g is not None and h.requires_grad:
-                    tensors.append(h)
-                    grads.append(g)
+            tensors, grads = injection(logits, fwd, rule.signals(fwd))
             params = [p for p in model.parameters() if p.requires_grad]
             if params and logits.requires_grad:
                 torch.autograd.grad(tensors, params, grads, allow_unused=True)

@@ -50,6 +50,18 @@ def forward(model: nn.Module, rule: "Rule", x: torch.Tensor, y: torch.Tensor,
     return Pass(tape.outputs, z.detach(), error, y, model), loss.detach(), logits
 
 
+def injection(logits: torch.Tensor, fwd: Pass, signals: list[torch.Tensor | None]):
+    """The (tensors, gradients) of the step's one backward: the exact error at the
+    logits, and each rule signal at its feedback point (points that carry no graph,
+    a block without parameters, are skipped)."""
+    tensors, grads = [logits], [fwd.error]
+    for h, g in zip(fwd.points, signals):
+        if g is not None and h.requires_grad:
+            tensors.append(h)
+            grads.append(g)
+    return tensors, grads
+
+
 def train_step(model: nn.Module, rule: "Rule", x: torch.Tensor, y: torch.Tensor,
                optimizer: torch.optim.Optimizer,
                feedback_optimizer: torch.optim.Optimizer | None = None,
@@ -66,11 +78,7 @@ def train_step(model: nn.Module, rule: "Rule", x: torch.Tensor, y: torch.Tensor,
     learns = feedback_optimizer is not None and rule.learns_feedback
     if learns and rule.update_feedback_first:  # LAS/LTAS: the signal uses the updated module
         _update_feedback(rule, fwd, feedback_optimizer, sync)
-    tensors, grads = [logits], [fwd.error]
-    for h, g in zip(fwd.points, rule.signals(fwd)):
-        if g is not None:
-            tensors.append(h)
-            grads.append(g)
+    tensors, grads = injection(logits, fwd, rule.signals(fwd))
     if logits.requires_grad:
         torch.autograd.backward(tensors, grads)
     if learns and not rule.update_feedback_first:  # DKP: W and B move together
