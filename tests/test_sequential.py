@@ -261,3 +261,20 @@ def test_rule_learns_mnist_in_two_epochs(name, tmp_path, data_dir):
     s = fit(rule=name, dataset="mnist", model="mlp-mnist", epochs=2, lr=1e-4, data_dir=str(data_dir),
             out=tmp_path / name, progress=False, log=lambda *a: None)
     assert s["final_test_accuracy"] >= MNIST_MIN[name], s
+
+
+@pytest.mark.parametrize("name", ["bp", "fa", "kp"])
+def test_rules_that_need_no_feedback_points_train_a_plain_model(name):
+    from torch import nn
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+    x, y = torch.randn(10, 1, 3, 4), torch.randint(0, 3, (10,))
+    rule = dflearn.make_rule(name, model, x[:1])
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    fb = torch.optim.SGD(rule.parameters(), lr=0.1) if list(rule.parameters()) else None
+    first = dflearn.train_step(model, rule, x, y, opt, fb)[0]
+    for _ in range(30):
+        last = dflearn.train_step(model, rule, x, y, opt, fb)[0]
+    assert last < first
+    with pytest.raises(dflearn.DflearnError, match="no feedback points"):
+        dflearn.make_rule("dfa", model, x[:1])

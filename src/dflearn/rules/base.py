@@ -33,13 +33,14 @@ class Rule(nn.Module):
     summary: ClassVar[str] = ""  # one line of maths, shown by `dflearn rules`
     learns_feedback: ClassVar[bool] = False
     update_feedback_first: ClassVar[bool] = False  # LAS/LTAS: update M_i, then signal with it
+    needs_points: ClassVar[bool] = True  # False for rules that work on any model as it is (bp, fa, ...)
     # optimizer settings for learned feedback where the reference code differs from the network's
     feedback_defaults: ClassVar[dict] = {}
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor):
         super().__init__()
         self.layout: Layout = probe(model, example_input)
-        if not self.layout.points:
+        if self.needs_points and not self.layout.points:
             raise DflearnError(f"rule '{self.name}': the model has no feedback points; insert "
                                f"dflearn.FeedbackPoint() after each block whose output should get a signal")
         self.cuts: list[bool] = [True] * len(self.layout.points)

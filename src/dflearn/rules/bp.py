@@ -8,6 +8,7 @@ class BP(Rule):
 
     name = "bp"
     summary = "backpropagation: delta_i = (W_{i+1}^T delta_{i+1}) * f'(a_i)"
+    needs_points = False
 
     def __init__(self, model, example_input):
         super().__init__(model, example_input)

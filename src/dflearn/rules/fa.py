@@ -42,6 +42,7 @@ class FA(Rule):
     name = "fa"
     summary = "feedback alignment: delta_i = (B_{i+1} delta_{i+1}) * f'(a_i), B fixed random"
     learned = False  # B a parameter (kp, wm) or a buffer
+    needs_points = False
 
     def __init__(self, model, example_input):
         super().__init__(model, example_input)
