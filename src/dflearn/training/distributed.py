@@ -61,7 +61,8 @@ def local_batch(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.T
     rank, size = world()
     if size == 1:
         return x, y, 1.0
-    return x.tensor_split(size)[rank], y.tensor_split(size)[rank], len(y.tensor_split(size)[rank]) / len(y)
+    xs, ys = x.tensor_split(size)[rank], y.tensor_split(size)[rank]
+    return xs, ys, len(ys) / len(y)
 
 
 def check_batches(batch_size: int, num_samples: int) -> None:
