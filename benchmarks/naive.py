@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from dflearn.feedback import FeedbackPoint
 from dflearn.feedback.operators import _split
 from dflearn.feedback.step import _update_feedback, forward, train_step
-from dflearn.rules.dfa import DFA, scatter
+from dflearn.rules.dfa import DFA
 from dflearn.rules.sdfa import SparseDFA
 
 
@@ -46,7 +46,7 @@ def hook_dfa_step(model, rule: DFA, x, y, optimizer, loss_fn=F.cross_entropy):
             h.remove()
 
     def at_output(e):  # runs first in the backward: project the error for all points
-        signals.extend(scatter(rule.cuts, rule.feedback.project(e)))
+        signals.extend(rule.on_cut_points(rule.feedback.project(e)))
 
     logits.register_hook(at_output)
     loss = loss_fn(logits, y)
@@ -61,7 +61,7 @@ class PerBlockDFA(DFA):
     def signals(self, fwd):
         e, fb = fwd.error, self.feedback
         out = [(e @ fb.matrix(k).t()).view(len(e), *fb.layout.points[i].shape) for k, i in enumerate(fb.points)]
-        return scatter(self.cuts, out)
+        return self.on_cut_points(out)
 
 
 class DenseSparseDFA(SparseDFA):
@@ -74,7 +74,7 @@ class DenseSparseDFA(SparseDFA):
         if self._dense is None:
             self._dense = self.feedback.dense()
         fb = self.feedback
-        return scatter(self.cuts, _split(fwd.error @ self._dense.t(), fb.layout, fb.points))
+        return self.on_cut_points(_split(fwd.error @ self._dense.t(), fb.layout, fb.points))
 
 
 def two_pass_step(model, rule, x, y, optimizer, feedback_optimizer, loss_fn=F.cross_entropy):

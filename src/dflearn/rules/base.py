@@ -52,6 +52,11 @@ class Rule(nn.Module):
     def signals(self, fwd: Pass) -> list[torch.Tensor | None]:
         raise NotImplementedError
 
+    def on_cut_points(self, values) -> list[torch.Tensor | None]:
+        """Place one value per cut point (in order) into a per-point list, None elsewhere."""
+        it = iter(values)
+        return [next(it) if cut else None for cut in self.cuts]
+
     def feedback_loss(self, fwd: Pass) -> torch.Tensor:
         raise NotImplementedError(f"rule '{self.name}' has no learned feedback")
 

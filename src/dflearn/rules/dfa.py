@@ -26,7 +26,7 @@ class DFA(Rule):
         self.feedback = DenseFeedback(self.layout, direct, init=fixed_init(init, model, self.layout, direct))
 
     def signals(self, fwd: Pass):
-        return scatter(self.cuts, self.feedback.project(fwd.error))
+        return self.on_cut_points(self.feedback.project(fwd.error))
 
 
 def fixed_init(init: str, model, layout, points):
@@ -37,9 +37,3 @@ def fixed_init(init: str, model, layout, points):
     if init not in ("kaiming", "zeros"):
         raise DflearnError(f"unknown feedback init '{init}'; choose kaiming, product or zeros")
     return init
-
-
-def scatter(cuts, values):
-    """Place the signals of the cut points (in order) into a per-point list."""
-    it = iter(values)
-    return [next(it) if cut else None for cut in cuts]

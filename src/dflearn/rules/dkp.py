@@ -4,7 +4,6 @@ from ..errors import DflearnError
 from ..feedback.operators import DenseFeedback
 from ..feedback.step import Pass
 from .base import Rule, register_rule
-from .dfa import scatter
 
 
 @register_rule
@@ -26,7 +25,7 @@ class DKP(Rule):
         self.feedback = DenseFeedback(self.layout, list(range(len(self.cuts))), learned=True, init=init)
 
     def signals(self, fwd: Pass):
-        return scatter(self.cuts, self.feedback.project(fwd.error))
+        return self.on_cut_points(self.feedback.project(fwd.error))
 
     def feedback_loss(self, fwd: Pass) -> torch.Tensor:
         # d/dB of sum((H B) * e) is H^T e, stacked over points: one matmul for all B_i

@@ -3,7 +3,7 @@ import torch.nn.functional as F
 from ..feedback.operators import DenseFeedback
 from ..feedback.step import Pass
 from .base import Rule, register_rule
-from .dfa import fixed_init, scatter
+from .dfa import fixed_init
 
 
 @register_rule
@@ -21,4 +21,4 @@ class DRTP(Rule):
 
     def signals(self, fwd: Pass):
         target = F.one_hot(fwd.target, fwd.error.shape[1]).to(fwd.error.dtype)
-        return scatter(self.cuts, self.feedback.project(target.div_(-len(target))))
+        return self.on_cut_points(self.feedback.project(target.div_(-len(target))))

@@ -65,6 +65,17 @@ class FA(Rule):
     def signals(self, fwd: Pass):
         return [None] * len(fwd.points)
 
+    def layer_loss(self, fwd: Pass, term) -> torch.Tensor:
+        """sum_k <B_k, term(module_k)>: its gradient with respect to B_k is term(module_k),
+        so the feedback optimizer's step applies that term (KP: W's gradient; WM: the mirror)."""
+        modules = dict(fwd.model.named_modules())
+        loss = torch.zeros((), device=fwd.error.device)
+        for k, name in enumerate(self.layers):
+            t = term(modules[name])
+            if t is not None:
+                loss = loss + (self.feedback_weights[k] * t).sum()
+        return loss
+
     def pairs(self, model) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
         """(layer name, B in effect, W) per substituted layer, for the angle diagnostic."""
         modules = dict(model.named_modules())

@@ -20,11 +20,4 @@ class KP(FA):
     learns_feedback = True
 
     def feedback_loss(self, fwd: Pass) -> torch.Tensor:
-        # d/dB of sum(B * dL/dW) is dL/dW: W's gradient from this step's backward
-        modules = dict(fwd.model.named_modules())
-        loss = torch.zeros((), device=fwd.error.device)
-        for k, name in enumerate(self.layers):
-            grad = modules[name].weight.grad
-            if grad is not None:
-                loss = loss + (self.feedback_weights[k] * grad).sum()
-        return loss
+        return self.layer_loss(fwd, lambda module: module.weight.grad)  # W's gradient from this step

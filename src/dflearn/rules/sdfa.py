@@ -1,7 +1,6 @@
 from ..feedback.operators import SparseFeedback
 from ..feedback.step import Pass
 from .base import Rule, register_rule
-from .dfa import scatter
 
 
 @register_rule
@@ -21,4 +20,4 @@ class SparseDFA(Rule):
         self.feedback = SparseFeedback(self.layout, direct, k=k, rank=rank)
 
     def signals(self, fwd: Pass):
-        return scatter(self.cuts, self.feedback.project(fwd.error))
+        return self.on_cut_points(self.feedback.project(fwd.error))

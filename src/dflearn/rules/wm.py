@@ -35,9 +35,5 @@ class WM(FA):
         self.noise, self.mirror_batch = float(noise), int(mirror_batch)
 
     def feedback_loss(self, fwd: Pass) -> torch.Tensor:
-        # d/dB of -sum(B * y x^T) is -y x^T: the optimizer's step is the mirror's update
-        modules = dict(fwd.model.named_modules())
-        loss = torch.zeros((), device=fwd.error.device)
-        for k, name in enumerate(self.layers):
-            loss = loss - (self.feedback_weights[k] * mirror(modules[name], self.mirror_batch, self.noise)).sum()
-        return loss
+        # the gradient -y x^T: a descent step of the feedback optimizer is the mirror's update
+        return -self.layer_loss(fwd, lambda module: mirror(module, self.mirror_batch, self.noise))
