@@ -19,3 +19,9 @@ def data_dir() -> Path:
     if not (root / "mnist").exists():
         pytest.skip(f"real data not found in {root}; set DFLEARN_DATA_DIR")
     return root
+
+
+@pytest.fixture(autouse=True)
+def _outside_checkout(tmp_path, monkeypatch):
+    """Every test runs in its own temporary folder, so a default `runs/...` never lands in the checkout."""
+    monkeypatch.chdir(tmp_path)
