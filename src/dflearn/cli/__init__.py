@@ -28,10 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import configfile
+
     parser = build_parser()
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # for commands that relaunch themselves
     try:
+        args = configfile.parse(parser, argv)  # --config FILE: the file's values, then the flags
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # for commands that relaunch themselves
+        if getattr(args, "print_config", False):
+            return configfile.print_config(args)
         return args.func(args) or 0
     except DflearnError as exc:
         print(f"dflearn: error: {exc}", file=sys.stderr)

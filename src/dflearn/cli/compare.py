@@ -1,6 +1,8 @@
 """`dflearn compare`: rules x seeds (x models, data sets, learning rates) and a results table."""
 from __future__ import annotations
 
+from . import configfile
+
 import argparse
 from pathlib import Path
 
@@ -50,6 +52,12 @@ def run(args: argparse.Namespace) -> int:
     from ..experiments.grid import Grid
 
     base = config_overrides(args)
+    if not args.out:
+        raise DflearnError("compare needs --out DIR (the grid folder), on the command line or in --config")
+    if "seed" in base:  # --seed N (or a run's config.json) means that one seed, not the default three
+        if args.seeds is not None:
+            raise DflearnError("give --seeds or --seed, not both")
+        args.seeds = str(base.pop("seed"))
     rules = _list(args.rules)
     options = base.pop("rule_options", {})
     variants = [{}]
@@ -57,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         values = getattr(args, name)
         if values:
             variants = [{**v, field: x} for v in variants for x in _list(values, kind)]
-    grid = Grid(base, rules, _list(args.seeds, int), variants, split_rule_options(rules, options))
+    grid = Grid(base, rules, _list(args.seeds or "0,1,2", int), variants, split_rule_options(rules, options))
     finish(grid.runs(), Path(args.out), args)
     return 0
 
@@ -71,12 +79,13 @@ def register(sub) -> None:
                        epilog="Example: dflearn compare --rules bp,dfa,las,ltas --seeds 0,1,2 --dataset mnist "
                               "--model mlp-mnist --epochs 2 --out runs/fc-mnist --layout papers")
     p.add_argument("--rules", default="bp,dfa,las,ltas", help="comma-separated rules (default bp,dfa,las,ltas)")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--seeds", help="comma-separated seeds (default 0,1,2; --seed N is --seeds N)")
     p.add_argument("--models", help="comma-separated models (overrides --model)")
     p.add_argument("--datasets", help="comma-separated data sets (overrides --dataset)")
     p.add_argument("--lrs", help="comma-separated learning rates (overrides --lr)")
-    p.add_argument("--out", required=True, help="grid folder: one run directory per run, results.md, results.csv")
+    p.add_argument("--out", help="grid folder (required): one run directory per run, results.md, results.csv")
     p.add_argument("--align-every", type=int, default=S, help="measure alignment with BP every K steps")
     add_config_arguments(p)
     add_grid_output(p)
+    configfile.add_arguments(p)
     p.set_defaults(func=run)

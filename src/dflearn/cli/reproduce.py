@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from . import configfile
 from .compare import _list, add_grid_output, finish
 
 
@@ -77,4 +78,5 @@ def register(sub) -> None:
     g.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     g.add_argument("--data-dir", help="folder holding the data sets")
     add_grid_output(p)
+    configfile.add_arguments(p)
     p.set_defaults(func=run)

@@ -5,6 +5,7 @@ import argparse
 import ast
 
 from ..errors import DflearnError
+from . import configfile
 
 S = argparse.SUPPRESS  # only flags the user gives reach the config (so --resume can check them)
 
@@ -71,6 +72,13 @@ def config_overrides(args: argparse.Namespace) -> dict:
     return out
 
 
+def resolved_config(args: argparse.Namespace) -> dict:
+    """What config.json will hold for these flags (--print-config)."""
+    from ..training import Config
+
+    return Config.from_dict({**Config().to_dict(), **config_overrides(args)}).resolved().to_dict()
+
+
 def run(args: argparse.Namespace) -> int:
     from ..training import distributed, fit
 
@@ -98,6 +106,7 @@ def register(sub) -> None:
                               "--epochs 2 --align-every 50 --out runs/las-mnist")
     p.add_argument("--rule", default=S, help="learning rule (default las; see 'dflearn rules')")
     add_config_arguments(p)
+    configfile.add_arguments(p)
     g = p.add_argument_group("output")
     g.add_argument("--out", default=S, help="run directory (default runs/DATASET-MODEL-RULE-seedN, made unique)")
     g.add_argument("--resume", metavar="DIR", default=S,
@@ -110,4 +119,4 @@ def register(sub) -> None:
     g.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="data-parallel on N local processes (launches torchrun; --batch-size is the global batch); "
                         "see docs/distributed.md")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, resolved_config=resolved_config)
