@@ -19,8 +19,11 @@ def _list(text: str, kind=str) -> list:
 
 def split_rule_options(rules: list[str], options: dict) -> dict[str, dict]:
     """-o KEY=VALUE goes to every rule of the grid that has the option (dfa gets init=product, bp nothing)."""
+    from ..plugins import find_rule
     from ..rules import RULES, rule_options
 
+    for r in rules:
+        find_rule(r)
     per_rule = {r: {k: v for k, v in options.items() if r in RULES and k in rule_options(RULES[r])} for r in rules}
     unused = set(options) - {k for opts in per_rule.values() for k in opts}
     if unused:

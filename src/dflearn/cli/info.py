@@ -10,8 +10,10 @@ def _options(params) -> str:
 
 
 def list_rules(args) -> None:
+    from ..plugins import load_entry_points
     from ..rules import RULES, rule_options
 
+    load_entry_points("rule")  # installed plugins are listed too
     width = max(map(len, RULES))
     for name in sorted(RULES):
         cls = RULES[name]
@@ -23,7 +25,9 @@ def list_rules(args) -> None:
 
 def list_models(args) -> None:
     from ..models import MODELS, model_options
+    from ..plugins import load_entry_points
 
+    load_entry_points("model")
     width = max(map(len, MODELS))
     for name in sorted(MODELS):
         doc = (MODELS[name].__doc__ or "").strip().splitlines()[0]

@@ -31,6 +31,8 @@ def model_options(name: str) -> dict[str, inspect.Parameter]:
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **options) -> nn.Module:
     """Build a registered model for data of `input_shape` (C, H, W) and `num_classes`."""
+    from ..plugins import find_model
+    find_model(name)  # module:function or an installed plugin registers itself here
     if name not in MODELS:
         raise DflearnError(f"unknown model '{name}'; choose one of: {', '.join(sorted(MODELS))}")
     known = model_options(name)

@@ -85,6 +85,8 @@ def rule_options(cls: type[Rule]) -> dict[str, inspect.Parameter]:
 
 def make_rule(name: str, model: nn.Module, example_input: torch.Tensor, **options) -> Rule:
     """Build a registered rule by name, checking its options first."""
+    from ..plugins import find_rule
+    find_rule(name)  # module:Class or an installed plugin registers itself here
     if name not in RULES:
         raise DflearnError(f"unknown rule '{name}'; choose one of: {', '.join(sorted(RULES))}")
     cls = RULES[name]

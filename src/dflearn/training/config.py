@@ -54,8 +54,10 @@ class Config:
 
     def resolved(self) -> "Config":
         """Fill the feedback settings left to defaults: the rule's own, else the network's."""
+        from ..plugins import find_rule
         from ..rules import RULES
 
+        find_rule(self.rule)
         if self.rule not in RULES:
             raise DflearnError(f"unknown rule '{self.rule}'; choose one of: {', '.join(sorted(RULES))}")
         d = RULES[self.rule].feedback_defaults

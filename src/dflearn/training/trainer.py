@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .. import plugins
 from ..alignment import diagnostics
 from ..data import Batches, load_dataset, make_augment
 from ..errors import DflearnError
@@ -84,6 +85,7 @@ class Trainer:
 
     def __init__(self, config: Config, out: str | Path | None = None, *, progress: bool = True,
                  log=print, observers=(), _state: dict | None = None):
+        config, model, rule = plugins.split_objects(config)  # fit(model=nn.Module, rule=Rule or Rule(...))
         self.config = config = config.resolved()
         self.out = Path(out) if out is not None else default_out(config)
         self.device = distributed.setup(resolve_device(config.device))
@@ -97,10 +99,11 @@ class Trainer:
                                f"or choose another --out")
         torch.manual_seed(config.seed)
         self.data = load_dataset(config.dataset, config.data_dir, config.download)
-        self.model = build_model(config.model, self.data.input_shape, self.data.num_classes,
-                                 **config.model_options).to(self.device)
+        self.model = (model if model is not None else build_model(
+            config.model, self.data.input_shape, self.data.num_classes, **config.model_options)).to(self.device)
         example = torch.zeros(1, *self.data.input_shape, device=self.device)
-        self.rule = make_rule(config.rule, self.model, example, **config.rule_options).to(self.device)
+        self.rule = (rule if rule is not None else make_rule(
+            config.rule, self.model, example, **config.rule_options)).to(self.device)
         c = config
         self.optimizer = make_optimizer(c.optimizer, self.model.parameters(), c.lr, c.weight_decay,
                                         c.momentum, c.nesterov)
