@@ -105,7 +105,7 @@ def test_plots_have_one_curve_per_run(grid_dir, tmp_path):
         assert list(bp.get_xdata()) == [1, 2]
     acc = next(line for line in fig.axes[0].lines if line.get_gid() == "mean:dfa").get_ydata()
     dfa = [r for r in runs if r["config"]["rule"] == "dfa"]
-    assert acc[1] == pytest.approx(statistics.fmean(r["rows"][1]["test_acc"] for r in dfa))
+    assert acc[1] == pytest.approx(100 * statistics.fmean(r["rows"][1]["test_acc"] for r in dfa))  # percent
     fig = alignment_curves(runs, "feedback_angle")  # only DFA has a feedback matrix
     assert len(fig.axes) == 1 and {line.get_gid() for line in fig.axes[0].lines} >= {"mean:dfa"}
     written = plot_all([grid_dir / "digits-mlp-noaug-lr0.001-bp-seed0", grid_dir], tmp_path)

@@ -1,13 +1,27 @@
-"""Headless plots of runs and grids: learning curves and alignment per layer.
+"""Headless plots of runs and grids: learning curves and alignment per block.
 
 Each function returns the matplotlib Figure. Every run is drawn as a thin line
 (gid 'run:DIR'); runs that differ only in the seed are grouped and, when there
 are several, drawn again as their mean (gid 'mean:LABEL') with a ±1 std band.
+
+Conventions, the same in every figure:
+- a rule has one colour and one marker everywhere (`rule_style`): the built-in rules
+  (those the registry holds from dflearn's own modules) each take a slot of PALETTE
+  found from a hash of the name, probing to the next free slot in name order, so
+  every built-in rule has its own colour and adding a rule moves no other one
+  unless their hashes collide; other rules (plugins, module:Class) hash into the
+  palette. Options of one rule (dfa vs dfa[init=product]) change the line style.
+- markers on every line (every point when a run has up to 20, else about 10), so a
+  one-epoch run is a visible dot;
+- accuracy in %, losses on a log scale, integer epoch ticks; titles name the data
+  set, model and budget; legends name what varies (`lr=0.001`);
+- alignment per measurement (its training step), with mean ± std over seeds.
 """
 from __future__ import annotations
 
 import json
 import math
+import zlib
 from pathlib import Path
 
 import matplotlib
@@ -16,13 +30,46 @@ matplotlib.use("Agg")  # headless: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ..errors import DflearnError  # noqa: E402
 from .grid import NOT_A_CELL, _rule_key, rule_label  # noqa: E402
 
-DIAGNOSTICS = {"alignment": "signal alignment with BP (cosine)",
-               "update_alignment": "weight-update alignment with BP (cosine)",
-               "feedback_angle": "angle between B_i and (W_L...W_{i+1})^T (degrees)"}
+DIAGNOSTICS = {"alignment": ("signal alignment with BP", "cosine"),
+               "update_alignment": ("weight-update alignment with BP", "cosine"),
+               "feedback_angle": ("angle between B_i and (W_L...W_{i+1})^T", "angle (degrees)")}
+
+# 20 colours distinct on white and from each other (tab10, then ten darker or purer hues)
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf", "#000000", "#000080", "#b8860b", "#008080", "#c71585", "#32cd32",
+           "#800000", "#4b0082", "#fa8072", "#556b2f"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "d", "8"]
+LINESTYLES = ["-", "--", ":", "-."]
+SHORT = {"max_steps_per_epoch": "steps/epoch", "batch_size": "batch", "model_options": "model",
+         "weight_decay": "wd"}
+
+
+def _slots() -> dict[str, int]:
+    from ..rules import RULES
+
+    builtin = sorted(n for n, cls in RULES.items() if cls.__module__.startswith("dflearn.rules."))
+    if len(builtin) > len(PALETTE):
+        raise AssertionError(f"PALETTE has {len(PALETTE)} colours for {len(builtin)} built-in rules; add colours")
+    taken: dict[int, str] = {}
+    for name in builtin:
+        slot = zlib.crc32(name.encode()) % len(PALETTE)
+        while slot in taken:
+            slot = (slot + 1) % len(PALETTE)
+        taken[slot] = name
+    return {name: slot for slot, name in taken.items()}
+
+
+def rule_style(rule: str) -> dict:
+    """{'color', 'marker'} of a rule name, the same in every figure."""
+    slot = _slots().get(rule)
+    if slot is None:
+        slot = zlib.crc32(rule.encode()) % len(PALETTE)
+    return {"color": PALETTE[slot], "marker": MARKERS[slot % len(MARKERS)]}
 
 
 def load_runs(paths) -> list[dict]:
@@ -41,88 +88,179 @@ def load_runs(paths) -> list[dict]:
     return runs
 
 
+def _value(key: str, v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, dict):
+        return ",".join(f"{k}={_value(k, x)}" for k, x in sorted(v.items()))
+    return str(v)
+
+
+def _cell(c: dict) -> dict:
+    return {k: v for k, v in c.items() if k not in NOT_A_CELL + ("rule", "rule_options")}
+
+
 def group(runs: list[dict]) -> dict[str, list[dict]]:
-    """Runs equal but for the seed, labelled by rule (and whatever else varies)."""
-    def cell(c):
-        return {k: v for k, v in c.items() if k not in NOT_A_CELL + ("rule", "rule_options")}
-    varying = [k for k in cell(runs[0]["config"]) if len({json.dumps(r["config"][k]) for r in runs}) > 1]
+    """Runs equal but for the seed, labelled by rule and `name=value` of whatever else varies."""
+    def derived(k):  # feedback_lr that follows lr in every run says nothing new
+        base = k.removeprefix("feedback_")
+        return k != base and all(r["config"][k] == r["config"].get(base) for r in runs)
+    varying = [k for k in _cell(runs[0]["config"])
+               if len({json.dumps(r["config"][k]) for r in runs}) > 1 and not derived(k)]
     groups: dict[str, list[dict]] = {}
     for r in runs:
-        label = " ".join([rule_label(r["config"])] + [f"{r['config'][k]}" for k in varying])
+        c = r["config"]
+        label = " ".join([rule_label(c)] + [f"{SHORT.get(k, k)}={_value(k, c[k])}" for k in varying])
         groups.setdefault(label, []).append(r)
     return dict(sorted(groups.items(), key=lambda kv: _rule_key(kv[0])))
 
 
-def _series(ax, runs: list[dict], label: str, color, value) -> None:
-    """One thin line per run, then mean and band if there are several."""
-    curves = []
-    for r in runs:
-        x = [row["epoch"] for row in r["rows"]]
-        y = [value(row) for row in r["rows"]]
-        curves.append((x, y))
-        ax.plot(x, y, color=color, lw=2 if len(runs) == 1 else 0.6, alpha=1 if len(runs) == 1 else 0.35,
-                label=label if len(runs) == 1 else None, gid=f"run:{r['dir']}")
-    if len(runs) > 1:
+def _style(members: list[dict]) -> dict:
+    """The rule's colour and marker; the options of the rule pick the line style."""
+    c = members[0]["config"]
+    options = json.dumps(c["rule_options"], sort_keys=True)
+    return {**rule_style(c["rule"]),
+            "linestyle": LINESTYLES[0] if options == "{}" else LINESTYLES[1 + zlib.crc32(options.encode()) % 3]}
+
+
+def _markevery(n: int) -> int:
+    return 1 if n <= 20 else max(1, n // 10)
+
+
+def _series(ax, runs: list[dict], label: str, style: dict, points) -> None:
+    """One thin line per run (points(run) -> (x, y)), then the mean and a ±1 std band if there are several."""
+    curves = [points(r) for r in runs]
+    single = len(runs) == 1
+    for r, (x, y) in zip(runs, curves):
+        ax.plot(x, y, **style, lw=2 if single else 0.6, alpha=1 if single else 0.35, ms=5 if single else 3,
+                markevery=_markevery(len(x)), label=label if single else None, gid=f"run:{r['dir']}")
+    if not single:
         n = min(len(x) for x, _ in curves)
         ys = np.array([y[:n] for _, y in curves], dtype=float)
         mean, std = np.nanmean(ys, axis=0), np.nanstd(ys, axis=0, ddof=1)
-        ax.plot(curves[0][0][:n], mean, color=color, lw=2, label=f"{label} (n={len(runs)})", gid=f"mean:{label}")
-        ax.fill_between(curves[0][0][:n], mean - std, mean + std, color=color, alpha=0.2, lw=0)
+        x = curves[0][0][:n]
+        ax.plot(x, mean, **style, lw=2, ms=5, markevery=_markevery(n), label=f"{label} (mean of {len(runs)} seeds)",
+                gid=f"mean:{label}")
+        ax.fill_between(x, mean - std, mean + std, color=style["color"], alpha=0.2, lw=0)
 
 
 def _nan(v) -> float:
     return math.nan if v is None else float(v)
 
 
+def title(runs: list[dict]) -> str:
+    """'mnist · mlp-mnist · 3 epochs (200 steps each) · 2 seeds': what was trained, at what budget."""
+    def values(key):
+        return sorted({_value(key, r["config"][key]) for r in runs})
+    epochs = values("epochs")
+    steps = values("max_steps_per_epoch")
+    budget = f"{'/'.join(epochs)} epoch{'s' if epochs != ['1'] else ''}"
+    if steps != ["0"]:
+        budget += f" ({'/'.join(s if s != '0' else 'all' for s in steps)} steps each)"
+    seeds = len({r["config"]["seed"] for r in runs})
+    return " · ".join([", ".join(values("dataset")), ", ".join(values("model")), budget,
+                       f"{seeds} seed{'s' if seeds > 1 else ''}"])
+
+
+def _epochs_axis(ax) -> None:
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+
+
 def learning_curves(runs: list[dict]) -> Figure:
-    """Test accuracy and test loss per epoch."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for k, (label, members) in enumerate(group(runs).items()):
-        for ax, key in zip(axes, ("test_acc", "test_loss")):
-            _series(ax, members, label, colors[k % len(colors)], lambda row, key=key: row[key])
-    for ax, title in zip(axes, ("test accuracy", "test loss")):
-        ax.set(xlabel="epoch", title=title)
-        ax.grid(alpha=0.3)
+    """Test accuracy (%) and test loss (log scale) per epoch."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    for label, members in group(runs).items():
+        style = _style(members)
+        _series(axes[0], members, label, style,
+                lambda r: ([row["epoch"] for row in r["rows"]], [100 * row["test_acc"] for row in r["rows"]]))
+        _series(axes[1], members, label, style,
+                lambda r: ([row["epoch"] for row in r["rows"]], [row["test_loss"] for row in r["rows"]]))
+    axes[0].set(ylabel="test accuracy (%)", title="test accuracy")
+    axes[1].set(ylabel="test loss (cross-entropy, log scale)", title="test loss", yscale="log")
+    for ax in axes:
+        _epochs_axis(ax)
     axes[0].legend(fontsize=8)
+    fig.suptitle(title(runs))
     return fig
 
 
+def block_name(point: str) -> str:
+    """A feedback point's module path as Python spells it: '3' -> 'model[3]', 'blocks.0.point' -> 'model.blocks[0].point'."""
+    parts = [f"[{p}]" if p.isdigit() else f".{p}" for p in point.split(".")] if point else []
+    return "model" + "".join(parts)
+
+
+def _trace(r: dict, key: str, i: int):
+    """(steps, values) of diagnostic `key` at feedback point i: every measurement when the run
+    recorded them (alignment_trace), else the epoch means at each epoch's last step."""
+    xs, ys = [], []
+    for row in r["rows"]:
+        if row.get("alignment_trace"):
+            for m in row["alignment_trace"]:
+                if key in m and i < len(m[key]):
+                    xs.append(m["step"])
+                    ys.append(_nan(m[key][i]))
+        elif key in row and i < len(row[key]):
+            xs.append(row["step"])
+            ys.append(_nan(row[key][i]))
+    return xs, ys
+
+
 def alignment_curves(runs: list[dict], key: str = "alignment") -> Figure | None:
-    """One panel per feedback point: the epoch means of diagnostic `key` per rule; None if no run logged it."""
+    """One panel per hidden block: diagnostic `key` per measurement per rule; None if no run logged it."""
     runs = [r for r in runs if key in r["rows"][0]]
     if not runs:
         return None
     points = max(len(r["rows"][0][key]) for r in runs)
     names = max((r["rows"][0].get("alignment_points", []) for r in runs), key=len)
-    fig, axes = plt.subplots(1, points, figsize=(4.5 * points, 3.8), layout="constrained", squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for k, (label, members) in enumerate(group(runs).items()):
+    fig, axes = plt.subplots(1, points, figsize=(4.6 * points, 4.0), layout="constrained", squeeze=False)
+    for label, members in group(runs).items():
+        style = _style(members)
         for i, ax in enumerate(axes[0]):
-            kept = [m for m in members if i < len(m["rows"][0][key]) and
-                    not all(_nan(row[key][i]) != _nan(row[key][i]) for row in m["rows"])]
+            kept = [m for m in members if not all(math.isnan(v) for v in _trace(m, key, i)[1])]
             if kept:
-                _series(ax, kept, label, colors[k % len(colors)], lambda row, i=i: _nan(row[key][i]))
+                _series(ax, kept, label, style, lambda r, i=i: _trace(r, key, i))
+    what, unit = DIAGNOSTICS.get(key, (key, key))
     for i, ax in enumerate(axes[0]):
-        ax.set(xlabel="epoch", title=f"layer {i + 1}" + (f" (point '{names[i]}')" if i < len(names) else ""))
+        name = f" ({block_name(names[i])})" if i < len(names) else ""
+        ax.set(xlabel="training step", ylabel=unit, title=f"hidden block {i + 1}{name}")
         ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=8)
-    fig.suptitle(DIAGNOSTICS.get(key, key))
+    handles = {}
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    if handles:
+        axes[0][0].legend(handles.values(), handles.keys(), fontsize=8)
+    fig.suptitle(f"{what} — {title(runs)}")
     return fig
 
 
+def _cells(runs: list[dict]) -> dict[str, list[dict]]:
+    """Runs split by data set and model: one figure each, so no figure mixes data sets."""
+    cells: dict[str, list[dict]] = {}
+    for r in runs:
+        cells.setdefault(f"{r['config']['dataset']}-{r['config']['model']}", []).append(r)
+    return cells
+
+
 def plot_all(paths, out: str | Path) -> list[Path]:
-    """Write learning_curves.png and one PNG per logged diagnostic into `out`."""
+    """Write learning_curves.png and one PNG per logged diagnostic into `out`
+    (with a -DATASET-MODEL suffix each when the runs span several)."""
     runs = load_runs(paths)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    figures = {"learning_curves": learning_curves(runs)}
-    figures.update({key: alignment_curves(runs, key) for key in DIAGNOSTICS})
+    cells = _cells(runs)
     written = []
-    for name, fig in figures.items():
-        if fig is not None:
-            fig.savefig(out / f"{name}.png", dpi=80)
-            plt.close(fig)
-            written.append(out / f"{name}.png")
+    for cell, members in cells.items():
+        suffix = f"-{cell}" if len(cells) > 1 else ""
+        figures = {"learning_curves": learning_curves(members)}
+        figures.update({key: alignment_curves(members, key) for key in DIAGNOSTICS})
+        for name, fig in figures.items():
+            if fig is not None:
+                path = out / f"{name}{suffix}.png"
+                fig.savefig(path, dpi=80)
+                plt.close(fig)
+                written.append(path)
     return written

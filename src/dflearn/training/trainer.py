@@ -222,7 +222,7 @@ class Trainer:
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
-        seen, aligns = 0, []
+        seen, aligns, align_steps = 0, [], []
         start = time.perf_counter()
         bar = tqdm(self.train_batches, desc=f"epoch {epoch}/{c.epochs}", leave=False,
                    disable=not self.progress or None, file=sys.stderr, dynamic_ncols=True)
@@ -232,6 +232,7 @@ class Trainer:
             x, y, share = distributed.local_batch(x, y)
             if c.align_every and self.step % c.align_every == 0:
                 aligns.append(diagnostics(self.model, self.rule, x, y))
+                align_steps.append(self.step)
                 for o in self.observers:
                     o.alignment(self, self.step, aligns[-1])
             loss, logits = train_step(self.model, self.rule, x, y, self.optimizer, self.feedback_optimizer,
@@ -261,6 +262,9 @@ class Trainer:
                 row[key] = [_nanmean(col) for col in zip(*(a[key] for a in aligns))]
             row["alignment_points"] = [p.name for p in self.rule.layout.points]
             row["alignment_measurements"] = len(aligns)
+            # each measurement with its global step, for plots drawn per measurement (None: undefined)
+            row["alignment_trace"] = [{"step": s, **{k: [None if v is None or v != v else v for v in a[k]] for k in a}}
+                                      for s, a in zip(align_steps, aligns)]
         return row
 
     @torch.no_grad()

@@ -1,0 +1,83 @@
+"""Plots worth looking at, checked on the Figure objects: every line visible, one colour per rule."""
+import matplotlib.colors as mcolors
+import pytest
+
+import dflearn
+from dflearn.experiments.plots import alignment_curves, learning_curves, load_runs, rule_style
+from dflearn.rules import RULES
+
+QUIET = dict(progress=False, log=lambda *a: None)
+
+
+@pytest.fixture(scope="module")
+def one_epoch_runs(tmp_path_factory):
+    """bp, dfa, las x seeds 0, 1: one epoch of 6 steps on digits, alignment every 2 steps."""
+    root = tmp_path_factory.mktemp("runs")
+    for rule in ("bp", "dfa", "las"):
+        for seed in (0, 1):
+            dflearn.fit(rule=rule, seed=seed, epochs=1, max_steps_per_epoch=6, align_every=2,
+                        model_options={"widths": [16, 16]}, out=root / f"{rule}-{seed}", **QUIET)
+    return load_runs([root])
+
+
+def _rule_of(line):
+    return line.get_gid().split(":", 1)[1].split(" ")[0].split("/")[-1].split("-")[0]
+
+
+def test_a_one_epoch_run_draws_a_visible_marker_on_every_line(one_epoch_runs):
+    for fig in (learning_curves(one_epoch_runs), alignment_curves(one_epoch_runs)):
+        lines = [line for ax in fig.axes for line in ax.lines]
+        assert lines
+        for line in lines:
+            assert line.get_marker() not in (None, "", "None", " ") and line.get_markersize() > 0
+            assert len(line.get_xdata()) >= 1
+
+
+def test_one_colour_per_rule_and_the_same_in_every_figure(one_epoch_runs):
+    colours = {}
+    figures = [learning_curves(one_epoch_runs), alignment_curves(one_epoch_runs),
+               learning_curves([r for r in one_epoch_runs if r["config"]["rule"] == "las"])]  # las alone
+    for fig in figures:
+        for ax in fig.axes:
+            for line in ax.lines:
+                rule = _rule_of(line)
+                colours.setdefault(rule, set()).add(mcolors.to_hex(line.get_color()))
+    assert set(colours) >= {"bp", "dfa", "las"}
+    assert all(len(c) == 1 for c in colours.values()), colours  # one colour per rule, in every figure
+    assert len({next(iter(c)) for c in colours.values()}) == len(colours)  # different rules, different colours
+
+
+def test_every_registered_rule_has_its_own_colour():
+    builtin = [n for n, cls in RULES.items() if cls.__module__.startswith("dflearn.rules.")]
+    styles = {n: rule_style(n) for n in builtin}
+    assert len({s["color"] for s in styles.values()}) == len(builtin)
+    assert rule_style("mymodule:MyRule") == rule_style("mymodule:MyRule")  # stable for any name
+
+
+def test_axes_say_what_they_show(one_epoch_runs):
+    fig = learning_curves(one_epoch_runs)
+    acc, loss = fig.axes
+    assert "%" in acc.get_ylabel() and loss.get_yscale() == "log"
+    assert all(0 <= y <= 100 for line in acc.lines for y in line.get_ydata())
+    assert "digits" in fig._suptitle.get_text() and "mlp" in fig._suptitle.get_text()
+    assert "1 epoch" in fig._suptitle.get_text() and "2 seeds" in fig._suptitle.get_text()
+    fig = alignment_curves(one_epoch_runs)
+    assert [ax.get_title() for ax in fig.axes] == ["hidden block 1 (model[3])", "hidden block 2 (model[6])"]
+    assert all(ax.get_ylabel() == "cosine" for ax in fig.axes)
+
+
+def test_alignment_is_drawn_per_measurement_with_mean_over_seeds(one_epoch_runs):
+    fig = alignment_curves(one_epoch_runs)
+    dfa = next(line for line in fig.axes[0].lines if line.get_gid() == "mean:dfa")
+    assert list(dfa.get_xdata()) == [0, 2, 4]  # measured at steps 0, 2, 4 of the one epoch
+    runs = [r for r in one_epoch_runs if r["config"]["rule"] == "dfa"]
+    first = [r["rows"][0]["alignment_trace"][1]["alignment"][0] for r in runs]
+    assert dfa.get_ydata()[1] == pytest.approx(sum(first) / 2)
+
+
+def test_legend_names_the_values_that_vary(tmp_path):
+    for lr in (1e-3, 1e-2):
+        dflearn.fit(rule="dfa", lr=lr, epochs=1, max_steps_per_epoch=2, model_options={"widths": [8]},
+                    out=tmp_path / f"lr{lr}", **QUIET)
+    fig = learning_curves(load_runs([tmp_path]))
+    assert sorted(t.get_text() for t in fig.axes[0].get_legend().get_texts()) == ["dfa lr=0.001", "dfa lr=0.01"]
