@@ -185,5 +185,6 @@ def test_tensorboard_writes_scalars(tmp_path):
     acc = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
     acc.Reload()
     tags = acc.Tags()["scalars"]
-    assert [e.step for e in acc.Scalars("epoch/test_acc")] == [1, 2]
+    assert [e.step for e in acc.Scalars("epoch/test_acc")] == [4, 8]  # one axis: the step each epoch ended on
+    assert [e.value for e in acc.Scalars("epoch/epoch")] == [1, 2]
     assert [e.step for e in acc.Scalars(next(t for t in tags if t.startswith("alignment/")))] == [0, 2, 4, 6]

@@ -38,6 +38,8 @@ def add_grid_output(p: argparse.ArgumentParser) -> None:
                    help="results.md: one row per cell (default) or the papers' layout, rules as columns")
     g.add_argument("--jobs", type=int, default=1, help="runs at once, in separate processes (default 1)")
     g.add_argument("-q", "--quiet", action="store_true", help="no per-epoch lines")
+    from ..experiments import loggers
+    loggers.add_arguments(g)
 
 
 def finish(runs, out: Path, args) -> None:
@@ -45,7 +47,10 @@ def finish(runs, out: Path, args) -> None:
     from ..experiments.grid import run_grid, write_table
 
     log = (lambda *a: None) if args.quiet else print
-    run_grid(runs, out, jobs=args.jobs, log=log)
+    from ..experiments import loggers
+
+    loggers.make_observers(**loggers.from_args(args))  # a missing package fails now, not in a worker
+    run_grid(runs, out, jobs=args.jobs, log=log, loggers=loggers.from_args(args))
     write_table(out, args.layout)
     print((out / "results.md").read_text(), end="")
     print(f"table written to {out / 'results.md'} and {out / 'results.csv'}")

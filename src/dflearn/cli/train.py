@@ -86,10 +86,9 @@ def run(args: argparse.Namespace) -> int:
         distributed.launch(args.nproc, distributed.without_option(args.argv, "--nproc"))
         return 0
     overrides = config_overrides(args)
-    observers = []
-    if args.tensorboard:
-        from ..experiments.tensorboard import TensorBoard
-        observers.append(TensorBoard())
+    from ..experiments import loggers
+
+    observers = loggers.make_observers(**loggers.from_args(args))
     try:
         fit(out=getattr(args, "out", None), resume=getattr(args, "resume", None), progress=not args.quiet,
             observers=observers, **overrides)
@@ -113,8 +112,8 @@ def register(sub) -> None:
                    help="continue the run in DIR from its last checkpoint (options, if given, must match the run's)")
     g.add_argument("--align-every", type=int, default=S,
                    help="measure each layer's alignment with BP every K steps and log epoch means (default 0: off)")
-    g.add_argument("--tensorboard", action="store_true",
-                   help="also write TensorBoard scalars to OUT/tensorboard (needs: pip install tensorboard)")
+    from ..experiments import loggers
+    loggers.add_arguments(g)
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     g.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="data-parallel on N local processes (launches torchrun; --batch-size is the global batch); "

@@ -77,7 +77,7 @@ def run_name(config: Config) -> str:
 
 
 # ------------------------------------------------------------------ running
-def run_one(out: Path, config: Config, progress: bool = False, log=print) -> dict:
+def run_one(out: Path, config: Config, progress: bool = False, log=print, loggers: dict | None = None) -> dict:
     """Finish the run in `out`: skip it if done, resume it if interrupted, else start it."""
     summary = out / "summary.json"
     if summary.exists() and (out / "config.json").exists():
@@ -89,21 +89,24 @@ def run_one(out: Path, config: Config, progress: bool = False, log=print) -> dic
         done = json.loads(summary.read_text())
         if done["epochs"] >= config.epochs:
             return done
+    from .loggers import make_observers
+
+    observers = make_observers(**(loggers or {}))
     if (out / CHECKPOINT).exists():
-        return Trainer.resume(out, config, progress=progress, log=log).fit()
+        return Trainer.resume(out, config, progress=progress, log=log, observers=observers).fit()
     (out / "config.json").unlink(missing_ok=True)  # started but no epoch finished: start again
-    return Trainer(config, out, progress=progress, log=log).fit()
+    return Trainer(config, out, progress=progress, log=log, observers=observers).fit()
 
 
-def _worker(out: Path, config: Config, threads: int) -> dict:
+def _worker(out: Path, config: Config, threads: int, loggers: dict | None = None) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    return run_one(out, config, progress=False, log=lambda *a: None)
+    return run_one(out, config, progress=False, log=lambda *a: None, loggers=loggers)
 
 
 def run_grid(runs: list[tuple[str, Config]], out: str | Path, *, jobs: int = 1, progress: bool = False,
-             log=print) -> list[dict]:
+             log=print, loggers: dict | None = None) -> list[dict]:
     """Run (or finish) every run under `out/NAME`; returns their summaries in order."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,13 +116,13 @@ def run_grid(runs: list[tuple[str, Config]], out: str | Path, *, jobs: int = 1, 
         summaries = []
         for k, (name, config) in enumerate(runs, 1):
             log(f"[{k}/{len(runs)}] {name}")
-            summaries.append(run_one(out / name, config, progress, log))
+            summaries.append(run_one(out / name, config, progress, log, loggers))
     else:
         import os
 
         threads = max(1, (os.cpu_count() or 1) // jobs)
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_worker, out / name, config, threads) for name, config in runs]
+            futures = [pool.submit(_worker, out / name, config, threads, loggers) for name, config in runs]
             summaries = []
             for (name, _), f in zip(runs, futures):
                 summaries.append(f.result())

@@ -91,6 +91,8 @@ class Trainer:
         self.device = distributed.setup(resolve_device(config.device))
         self.rank, self.world = distributed.world()
         self.progress, self.log = progress and self.rank == 0, log if self.rank == 0 else _silent
+        if self.rank == 0:  # every line also goes to RUN_DIR/train.log
+            self.log = _TextLog(self.log, lambda: self.out / "train.log")
         # optional loggers (e.g. TensorBoard): .alignment(trainer, step, {key: per-point values}),
         # .epoch(trainer, row), .close()
         self.observers = list(observers) if self.rank == 0 else []
@@ -204,6 +206,8 @@ class Trainer:
                 with open(self.out / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(row) + "\n")
                 save_atomic(self.state_dict(), self.out / CHECKPOINT)
+                if _improved(self.history, "val_acc"):  # best by validation (never by test), beside the last
+                    save_atomic(self.state_dict(), self.out / BEST)
             self.log(self._epoch_line(row))
             for o in self.observers:
                 o.epoch(self, row)
@@ -314,6 +318,30 @@ class Trainer:
 
 def _silent(*args, **kwargs) -> None:
     pass
+
+
+BEST = "best.pt"
+
+
+def _improved(history: list[dict], key: str) -> bool:
+    """The last row has `key` and beats every earlier row's (strictly: the first best epoch is kept)."""
+    if key not in history[-1]:
+        return False
+    return all(history[-1][key] > r[key] for r in history[:-1] if key in r)
+
+
+class _TextLog:
+    """`log` that also appends each line, timestamped, to a text file (once its folder exists)."""
+
+    def __init__(self, log, path):
+        self.inner, self.path = log, path
+
+    def __call__(self, *parts, **kwargs) -> None:
+        self.inner(*parts, **kwargs)
+        path = self.path()
+        if path.parent.is_dir():
+            with open(path, "a") as f:
+                f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + " ".join(map(str, parts)) + "\n")
 
 
 def _nanmean(values) -> float | None:
