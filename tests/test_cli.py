@@ -16,7 +16,7 @@ def test_default_train_runs_on_digits_and_reports(tmp_path):
     r = run("train", "--epochs", "2", "-q", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "las · mlp · digits: test accuracy" in r.stdout
-    out = tmp_path / "runs" / "digits-mlp-las-seed0"
+    out = tmp_path / "runs" / "digits-mlp-noaug-lr0.001-las-seed0"  # the name compare gives this run
     assert json.loads((out / "summary.json").read_text())["epochs"] == 2
 
 
@@ -73,3 +73,40 @@ def test_rules_lists_every_rule_with_its_maths(capsys):
     out = capsys.readouterr().out
     for name, cls in dflearn.RULES.items():
         assert f"{name} " in out and cls.summary in out
+
+
+def test_train_and_compare_name_a_run_alike(tmp_path):
+    assert main(["train", "--rule", "dfa", "--epochs", "1", "--max-steps-per-epoch", "2", "--lr", "0.002", "-q"]) == 0
+    assert main(["compare", "--rules", "dfa", "--seeds", "0", "--epochs", "1", "--max-steps-per-epoch", "2",
+                 "--lr", "0.002", "-q", "--out", str(tmp_path / "grid")]) == 0
+    trained = [p.name for p in (tmp_path / "runs").iterdir()]
+    compared = [p.name for p in (tmp_path / "grid").iterdir() if p.is_dir()]
+    assert trained == compared == ["digits-mlp-noaug-lr0.002-dfa-seed0"]
+
+
+def test_version_and_rule_lists_in_one_syntax(capsys):
+    import dflearn
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"dflearn {dflearn.__version__}"
+    assert main(["cost", "--rules", "dfa,sdfa", "--brief"]) == 0
+    new = capsys.readouterr()
+    assert main(["cost", "--rule", "dfa", "--rule", "sdfa", "--brief"]) == 0  # the old spelling still works
+    old = capsys.readouterr()
+    assert old.out == new.out and "deprecated" in old.err and len(old.err.strip().splitlines()) == 1
+    assert new.err == ""
+
+
+def test_listings_say_what_users_need(capsys, monkeypatch, tmp_path):
+    assert main(["reproduce", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "RULES.md" not in out and "seed 00" not in out and "Direct Feedback Learning With Local Alignment" in out
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    options = lines[lines.index(next(l for l in lines if l.startswith("conv3bn "))) + 1]
+    assert "batchnorm: bool = True (preset)" in options  # not the builder's default False
+    monkeypatch.setenv("DFLEARN_DATA_DIR", str(tmp_path / "empty"))
+    assert main(["datasets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[lines.index(next(l for l in lines if l.startswith("mnist"))) + 1].strip().startswith("not found")
+    assert lines[lines.index(next(l for l in lines if l.startswith("digits"))) + 1].strip().startswith("present")

@@ -154,10 +154,10 @@ def test_cli_table_and_json(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--rule", "nope"], "unknown rule 'nope'"),
+    (["--rules", "nope"], "unknown rule 'nope'"),
     (["--model", "nope"], "unknown model 'nope'"),
-    (["--rule", "dfa", "-o", "k=1"], "has option 'k'"),
-    (["--rule", "sdfa", "-o", "k=99"], "k must be between 1"),
+    (["--rules", "dfa", "-o", "k=1"], "has option 'k'"),
+    (["--rules", "sdfa", "-o", "k=99"], "k must be between 1"),
     (["--dataset", "nope"], "unknown data set 'nope'"),
     (["--input-shape", "3,a"], "is not C,H,W"),
 ])

@@ -21,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(DFA, sparse DFA, DRTP, DKP, LAS, LTAS) beside backprop.",
         epilog="Run 'dflearn COMMAND --help' for a command's options. "
                "Quick start: 'dflearn train' trains LAS on the bundled digits in seconds.")
+    from .. import __version__
+    parser.add_argument("--version", action="version", version=f"dflearn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in COMMANDS:
         module.register(sub)
@@ -40,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     except DflearnError as exc:
         print(f"dflearn: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `dflearn rules | head`: the reader left; no traceback
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("dflearn: interrupted; finished epochs are saved, continue with --resume DIR", file=sys.stderr)
         return 130

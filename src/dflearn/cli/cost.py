@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 from pathlib import Path
 
@@ -49,7 +50,12 @@ def run(args: argparse.Namespace) -> int:
     shape, classes = input_spec(args)
     torch.manual_seed(0)  # sparse DFA's index draw; the counts do not depend on it
     model = build_model(args.model, shape, classes, **parse_options(args.model_opt, "model"))
-    rules = args.rule or [r for r in sorted(RULES) if r != "bp"]
+    rules = [r for r in (args.rules or "").split(",") if r.strip()]
+    if args.rule:  # the old spelling, repeated --rule X
+        print("dflearn: note: 'cost --rule X' is deprecated; give rules as a list, --rules a,b (as in compare)",
+              file=sys.stderr)
+        rules += args.rule
+    rules = rules or [r for r in sorted(RULES) if r != "bp"]
     costs = compare(model, rules, torch.zeros(1, *shape), args.batch_size, **parse_options(args.rule_opt, "rule"))
     print(f"{args.model} on {args.dataset} input {'x'.join(map(str, shape))}, {classes} outputs; "
           f"one training step of batch {args.batch_size}\n")
@@ -76,7 +82,8 @@ def register(sub) -> None:
     p.add_argument("--dataset", default="digits", help="data set giving the input shape and classes (default digits)")
     p.add_argument("--input-shape", metavar="C,H,W", help="input shape, instead of the data set's")
     p.add_argument("--num-classes", type=int, help="number of outputs d_L, instead of the data set's")
-    p.add_argument("--rule", action="append", help="rule to cost, repeatable (default: every rule); BP is always shown")
+    p.add_argument("--rules", help="comma-separated rules to cost (default: every rule); BP is always shown")
+    p.add_argument("--rule", action="append", help=argparse.SUPPRESS)  # deprecated: repeated --rule X
     p.add_argument("-o", "--rule-opt", action="append", metavar="KEY=VALUE",
                    help="rule option, repeatable, given to the rules that take it (e.g. -o k=1)")
     p.add_argument("--batch-size", type=int, default=64, help="minibatch size N (default 64)")

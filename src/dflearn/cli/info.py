@@ -4,8 +4,19 @@ from __future__ import annotations
 import inspect
 
 
-def _options(params) -> str:
-    shown = [f"{n}={p.default!r}" if p.default is not inspect.Parameter.empty else n for n, p in params.items()]
+def _options(params, preset: dict | None = None) -> str:
+    """'k: int = 1, init: str = 'kaiming'': each option with its type and default (a preset's value
+    where the entry fixes it)."""
+    preset = preset or {}
+    shown = []
+    for n, p in params.items():
+        kind = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
+        text = f"{n}: {kind}" if kind and p.annotation is not inspect.Parameter.empty else n
+        if n in preset:
+            text += f" = {preset[n]!r} (preset)"
+        elif p.default is not inspect.Parameter.empty:
+            text += f" = {p.default!r}"
+        shown.append(text)
     return ", ".join(shown)
 
 
@@ -33,21 +44,30 @@ def list_models(args) -> None:
         doc = (MODELS[name].__doc__ or "").strip().splitlines()[0]
         preset = MODELS[name].preset
         print(f"{name:<{width}}  {doc}" + (f" [preset: {preset}]" if preset else ""))
-        print(f"{'':<{width}}  options (-m KEY=VALUE): {_options(model_options(name))}")
+        print(f"{'':<{width}}  options (-m KEY=VALUE): {_options(model_options(name), preset)}")
 
 
 def list_datasets(args) -> None:
     from ..data import DATASETS, data_root
 
+    from ..data import load_dataset
+    from ..errors import DflearnError
+
     width = max(map(len, DATASETS))
     for name in sorted(DATASETS):
         print(f"{name:<{width}}  {(DATASETS[name].__doc__ or '').strip().splitlines()[0]}")
+        try:  # the loader's own checks (files, checksums), never a download
+            d = load_dataset(name)
+            state = f"present: {len(d.x_train)} train / {len(d.x_test)} test" + (f" in {d.source}" if d.source else "")
+        except DflearnError:
+            state = f"not found: dflearn train --dataset {name} --download, or put its files in {data_root() / name}"
+        print(f"{'':<{width}}  {state}")
     print(f"\ndata folder: {data_root()} (set DFLEARN_DATA_DIR or --data-dir)")
 
 
 def register(sub) -> None:
     for name, fn, text in (("rules", list_rules, "list the learning rules with one line of maths and their options"),
                            ("models", list_models, "list the models and their options"),
-                           ("datasets", list_datasets, "list the data sets and where they are read from")):
+                           ("datasets", list_datasets, "list the data sets, which are present locally and where they are read from")):
         p = sub.add_parser(name, help=text, description=text)
         p.set_defaults(func=fn)

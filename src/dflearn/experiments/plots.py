@@ -30,7 +30,7 @@ matplotlib.use("Agg")  # headless: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from ..errors import DflearnError  # noqa: E402
 from .grid import NOT_A_CELL, _rule_key, rule_label  # noqa: E402
@@ -44,7 +44,7 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#bcbd22", "#17becf", "#000000", "#000080", "#b8860b", "#008080", "#c71585", "#32cd32",
            "#800000", "#4b0082", "#fa8072", "#556b2f"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "d", "8"]
-LINESTYLES = ["-", "--", ":", "-."]
+LINESTYLES = ["-", "--", "-."]
 SHORT = {"max_steps_per_epoch": "steps/epoch", "batch_size": "batch", "model_options": "model",
          "weight_decay": "wd"}
 
@@ -120,7 +120,7 @@ def _style(members: list[dict]) -> dict:
     c = members[0]["config"]
     options = json.dumps(c["rule_options"], sort_keys=True)
     return {**rule_style(c["rule"]),
-            "linestyle": LINESTYLES[0] if options == "{}" else LINESTYLES[1 + zlib.crc32(options.encode()) % 3]}
+            "linestyle": LINESTYLES[0] if options == "{}" else LINESTYLES[1 + zlib.crc32(options.encode()) % 2]}
 
 
 def _markevery(n: int) -> int:
@@ -132,7 +132,7 @@ def _series(ax, runs: list[dict], label: str, style: dict, points) -> None:
     curves = [points(r) for r in runs]
     single = len(runs) == 1
     for r, (x, y) in zip(runs, curves):
-        ax.plot(x, y, **style, lw=2 if single else 0.6, alpha=1 if single else 0.35, ms=5 if single else 3,
+        ax.plot(x, y, **style, lw=2 if single else 0.6, alpha=1 if single else 0.35, ms=5 if single else 2,
                 markevery=_markevery(len(x)), label=label if single else None, gid=f"run:{r['dir']}")
     if not single:
         n = min(len(x) for x, _ in curves)
@@ -179,6 +179,11 @@ def learning_curves(runs: list[dict]) -> Figure:
                 lambda r: ([row["epoch"] for row in r["rows"]], [row["test_loss"] for row in r["rows"]]))
     axes[0].set(ylabel="test accuracy (%)", title="test accuracy")
     axes[1].set(ylabel="test loss (cross-entropy, log scale)", title="test loss", yscale="log")
+    plain = FuncFormatter(lambda v, _: f"{v:.3g}")  # 0.15, not 1.5×10⁻¹
+    axes[1].yaxis.set_major_formatter(plain)
+    low, high = axes[1].get_ylim()
+    if high / low < 10:  # within a decade only minor ticks fall in range: label them
+        axes[1].yaxis.set_minor_formatter(plain)
     for ax in axes:
         _epochs_axis(ax)
     axes[0].legend(fontsize=8)

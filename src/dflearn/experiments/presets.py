@@ -125,19 +125,19 @@ def _sdfa_k1(budget: str) -> Grid:
 
 
 PRESETS = {p.name: p for p in [
-    Preset("las-alignment", "seed 001 Fig. 4: layer-wise alignment with BP of DFA, LAS, LTAS; MNIST, FC 2x1024, "
+    Preset("las-alignment", "LAS paper Fig. 4: layer-wise alignment with BP of DFA, LAS, LTAS; MNIST, FC 2x1024, "
            "feedback from the initial forward weights (paper: SGD lr 1e-4, 100 epochs; smoke/short: Adam lr 1e-4)",
-           "RULES.md 'Alignment'", _las_alignment),
-    Preset("las-fc-table", "seed 001 Table 1: BP, Shallow, DFA, LAS, LTAS on MNIST (784-1024-1024-10), CIFAR-10 "
-           "and CIFAR-100 (3072-4096x3-d_L), Adam, flip", "RULES.md 'Reported test accuracy', FC networks",
+           'Yang, Lee & Park, "Direct Feedback Learning With Local Alignment Support" (IEEE Access), Fig. 4', _las_alignment),
+    Preset("las-fc-table", "LAS paper Table 1: BP, Shallow, DFA, LAS, LTAS on MNIST (784-1024-1024-10), CIFAR-10 "
+           "and CIFAR-100 (3072-4096x3-d_L), Adam, flip", 'Yang, Lee & Park, "Direct Feedback Learning With Local Alignment Support" (IEEE Access), Table 1 (FC networks)',
            _las_fc_table),
-    Preset("las-cnn-table", "seed 001 Table 2: Conv3, Conv3+BN, ResNet18 x flip / RandAugment+Cutout+flip on "
-           "CIFAR-10, CIFAR-100, and ResNet18 on TinyImageNet", "RULES.md 'Reported test accuracy', CNNs",
+    Preset("las-cnn-table", "LAS paper Table 2: Conv3, Conv3+BN, ResNet18 x flip / RandAugment+Cutout+flip on "
+           "CIFAR-10, CIFAR-100, and ResNet18 on TinyImageNet", 'Yang, Lee & Park, "Direct Feedback Learning With Local Alignment Support" (IEEE Access), Table 2 (CNNs)',
            _las_cnn_table),
-    Preset("dkp-cifar10", "seed 003: BP, DKP, DFA on CIFAR-10 with the small conv net, SGD Nesterov lr 5e-4, "
-           "4 seeds", "RULES.md 'DKP' (BP 70.47, DKP 67.52, DFA 61.02)", _dkp_cifar10),
-    Preset("sdfa-k1", "seed 002: sparse DFA with one feedback connection per unit (k=1) beside DFA and BP, "
-           "FC nets on MNIST and CIFAR-10", "RULES.md 'Sparse DFA'", _sdfa_k1),
+    Preset("dkp-cifar10", "DKP paper: BP, DKP, DFA on CIFAR-10 with the small conv net, SGD Nesterov lr 5e-4, "
+           "4 seeds", '"Learning the Connections in Direct Feedback Alignment" (Direct Kolen-Pollack): CIFAR-10 BP 70.47, DKP 67.52, DFA 61.02', _dkp_cifar10),
+    Preset("sdfa-k1", "sparse-DFA paper: sparse DFA with one feedback connection per unit (k=1) beside DFA and BP, "
+           "FC nets on MNIST and CIFAR-10", 'Crafton et al., "Direct Feedback Alignment With Sparse Connections for Local Learning" (Front. Neurosci. 2019)', _sdfa_k1),
 ]}
 
 

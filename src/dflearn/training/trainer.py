@@ -64,7 +64,9 @@ def make_scheduler(kind: str, optimizer, epochs: int, gamma: float):
 
 
 def default_out(config: Config) -> Path:
-    base = Path("runs") / f"{config.dataset}-{config.model}-{config.rule}-seed{config.seed}"
+    from ..experiments.grid import run_name  # the name compare gives the same run
+
+    base = Path("runs") / run_name(config)
     out, n = base, 1
     while out.exists():
         n += 1
