@@ -158,13 +158,21 @@ def title(runs: list[dict]) -> str:
     if steps != ["0"]:
         budget += f" ({'/'.join(s if s != '0' else 'all' for s in steps)} steps each)"
     seeds = len({r["config"]["seed"] for r in runs})
-    return " · ".join([", ".join(values("dataset")), ", ".join(values("model")), budget,
+    shared = []  # settings every run shares, as they matter for reading the curves
+    if len(values("augment")) == 1 and values("augment") != ["None"]:
+        shared.append(f"augment={values('augment')[0]}")
+    if len(values("optimizer")) == 1 and len(values("lr")) == 1:
+        shared.append(f"{values('optimizer')[0]} lr={values('lr')[0]}")
+    return " · ".join([", ".join(values("dataset")), ", ".join(values("model")), *shared, budget,
                        f"{seeds} seed{'s' if seeds > 1 else ''}"])
 
 
-def _epochs_axis(ax) -> None:
+def _epochs_axis(ax, last: int) -> None:
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if last <= 3:  # a few epochs: whole-epoch ticks with room around them, not 0.945..1.05
+        ax.set_xlim(0.5, last + 0.5)
+        ax.set_xticks(range(1, last + 1))
     ax.grid(alpha=0.3)
 
 
@@ -184,8 +192,9 @@ def learning_curves(runs: list[dict]) -> Figure:
     low, high = axes[1].get_ylim()
     if high / low < 10:  # within a decade only minor ticks fall in range: label them
         axes[1].yaxis.set_minor_formatter(plain)
+    last = max(row["epoch"] for r in runs for row in r["rows"])
     for ax in axes:
-        _epochs_axis(ax)
+        _epochs_axis(ax, last)
     axes[0].legend(fontsize=8)
     fig.suptitle(title(runs))
     return fig
