@@ -50,3 +50,17 @@ def test_reach_state_is_not_saved():
     """The reach matrices follow from the shapes: checkpoints keep only the conv weight."""
     local = ConvLocal(Point("p", (3, 8, 8), ()), 4)
     assert list(local.state_dict()) == ["conv.weight"]
+
+
+@pytest.mark.parametrize("k,stride,padding,hw", CASES)
+def test_closed_form_forward_equals_conv_then_mean(k, stride, padding, hw):
+    torch.manual_seed(2)
+    local = ConvLocal(Point("p", (5, *hw), ()), 7, kernel_size=k, stride=stride, padding=padding).double()
+    h = torch.randn(4, 5, *hw, dtype=torch.float64, requires_grad=True)
+    y = local(h)
+    ref = torch.nn.functional.conv2d(h, local.conv.weight, stride=stride, padding=padding).mean(dim=(2, 3))
+    torch.testing.assert_close(y, ref, rtol=0, atol=1e-10)
+    e = torch.randn_like(y)  # and the weight gradient that trains the module
+    gw, = torch.autograd.grad(y, local.conv.weight, e)
+    gw_ref, = torch.autograd.grad(ref, local.conv.weight, e)
+    torch.testing.assert_close(gw, gw_ref, rtol=0, atol=1e-10)

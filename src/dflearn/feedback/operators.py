@@ -152,7 +152,13 @@ class ConvLocal(nn.Module):
         self.register_buffer("reach", torch.kron(rows, cols), persistent=False)  # (H W, k_h k_w)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.conv(h).mean(dim=(2, 3))
+        """mean_{p,q} conv(h)[n, o, p, q] = sum_{c,t} W[o, c, t] S[n, c, t] with
+        S[n, c, t] = sum_{ij} (R kron C)[ij, t] h[n, c, ij] / (H_o W_o): each tap t sees the
+        sum of the inputs it reaches. Two matmuls, O(N C H W k^2 + N C k^2 d_L), instead of
+        a convolution with d_L planes at every position (and autograd's weight gradient
+        follows suit); equal to conv + mean (tests/test_conv_vjp.py)."""
+        taps = h.flatten(2) @ self.reach.to(h.dtype)  # (N, C, k_h k_w)
+        return taps.flatten(1) @ self.conv.weight.flatten(1).t() / self.positions
 
     def vjp(self, e: torch.Tensor) -> torch.Tensor:
         """e^T dM/dh at any h (M is linear in h): (R kron C) (e W) / (H_o W_o) per sample and channel.
