@@ -1,0 +1,85 @@
+"""A small decoder-only transformer (GPT) for character-level language modelling.
+
+Token and learned position embeddings, then `layers` pre-LayerNorm blocks
+
+    x = x + Attn(LN(x))      causal multi-head self-attention (F.scaled_dot_product_attention)
+    x = x + MLP(LN(x))       Linear(width, 4 width) -> GELU -> Linear(4 width, width)
+
+and a final LayerNorm and Linear to the vocabulary: logits (N, T, V) for ids (N, T).
+
+Feedback points sit on the residual stream: after every block (`points="block"`,
+the default), or after every sublayer (`points="sublayer"`: after the attention
+residual and after the MLP residual), the two placements Launay et al. (2020)
+compare for DFA on transformers. A point's tensor is (N, T, width): features last,
+positions in between, the shape a per-position direct rule projects into.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import DflearnError
+from ..feedback.point import FeedbackPoint
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, width: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        N, T, C = x.shape
+        q, k, v = self.qkv(x).view(N, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(y.transpose(1, 2).reshape(N, T, C))
+
+
+class Residual(nn.Module):
+    """x + f(LN(x)) (pre-LayerNorm), with dropout on the branch."""
+
+    def __init__(self, width: int, branch: nn.Module, dropout: float):
+        super().__init__()
+        self.norm, self.branch, self.drop = nn.LayerNorm(width), branch, nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.drop(self.branch(self.norm(x)))
+
+
+class GPT(nn.Module):
+    def __init__(self, vocab: int, context: int = 128, layers: int = 4, width: int = 128, heads: int = 4,
+                 dropout: float = 0.0, points: str = "block"):
+        super().__init__()
+        if width % heads:
+            raise DflearnError(f"gpt: width {width} is not divisible by heads {heads}; choose heads dividing it")
+        if points not in ("block", "sublayer"):
+            raise DflearnError(f"gpt: unknown points '{points}'; choose block or sublayer")
+        if min(vocab, context, layers, width, heads) < 1 or not 0 <= dropout < 1:
+            raise DflearnError("gpt: vocab, context, layers, width and heads must be >= 1 and dropout in [0, 1)")
+        self.context = context
+        self.embed = nn.Embedding(vocab, width)
+        self.position = nn.Parameter(torch.zeros(context, width))
+        nn.init.normal_(self.position, std=0.02)
+        self.drop = nn.Dropout(dropout)
+        blocks: list[nn.Module] = []
+        for _ in range(layers):
+            mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+            attention = Residual(width, CausalSelfAttention(width, heads, dropout), dropout)
+            feedforward = Residual(width, mlp, dropout)
+            if points == "sublayer":
+                blocks += [attention, FeedbackPoint(), feedforward, FeedbackPoint()]
+            else:
+                blocks += [attention, feedforward, FeedbackPoint()]
+        self.blocks = nn.Sequential(*blocks)
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocab)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        T = ids.shape[1]
+        if T > self.context:
+            raise DflearnError(f"gpt: a sequence of {T} tokens is longer than the context {self.context}")
+        x = self.drop(self.embed(ids) + self.position[:T])
+        return self.head(self.norm(self.blocks(x)))
