@@ -51,6 +51,9 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gamma", type=float, default=S, help="decay per epoch for --schedule exp (default 0.8)")
     g.add_argument("--seed", type=int, default=S, help="seed for weights, feedback and data order (default 0)")
     g.add_argument("--device", default=S, help="auto (default: CUDA if present), cpu, cuda, cuda:N")
+    g.add_argument("--precision", choices=["fp32", "bf16"], default=S,
+                   help="fp32 (default) or bf16: the step and evaluation under torch.autocast, parameters fp32")
+    g.add_argument("--compile", action="store_true", default=S, help="torch.compile the model (in place)")
     g = p.add_argument_group("learned feedback (LAS/LTAS local modules, DKP matrices); default: the rule's own, else the network's")
     g.add_argument("--feedback-optimizer", choices=["adam", "sgd"], default=S)
     g.add_argument("--feedback-lr", type=float, default=S)

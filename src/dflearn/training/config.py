@@ -34,6 +34,8 @@ class Config:
     seed: int = 0
     align_every: int = 0  # measure alignment with BP every K steps (0: never)
     max_steps_per_epoch: int = 0  # stop an epoch after this many batches (0: the whole split); smoke tests
+    precision: str = "fp32"  # fp32 | bf16 (autocast; see training/modes.py)
+    compile: bool = False  # torch.compile the model in place
     # where and how, not what: free to differ on resume
     device: str = "auto"
     data_dir: str | None = None
@@ -75,6 +77,10 @@ class Config:
         for name in ("schedule", "feedback_schedule"):
             if getattr(c, name) not in ("none", "paper", "exp"):
                 raise DflearnError(f"unknown {name.replace('_', ' ')} '{getattr(c, name)}'; choose none, paper or exp")
+        if c.precision not in ("fp32", "bf16"):
+            raise DflearnError(f"unknown precision '{c.precision}'; choose fp32 or bf16")
+        if not isinstance(c.compile, bool):
+            raise DflearnError(f"compile must be true or false, got {c.compile!r}")
         if c.epochs < 1 or c.batch_size < 1:
             raise DflearnError("epochs and batch size must be at least 1")
         if c.max_steps_per_epoch < 0 or c.align_every < 0:

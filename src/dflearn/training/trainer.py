@@ -29,6 +29,7 @@ from ..rules import make_rule
 from . import distributed
 from .checkpoint import CHECKPOINT, load, rng_state, save_atomic, set_rng_state
 from .config import Config
+from .modes import autocast, compile_model
 
 PAPER_MILESTONES = (0.50, 0.75, 0.89, 0.94)  # (ref) LR x0.25 at these fractions of the epochs
 
@@ -108,6 +109,8 @@ class Trainer:
         example = torch.zeros(1, *self.data.input_shape, device=self.device)
         self.rule = (rule if rule is not None else make_rule(
             config.rule, self.model, example, **config.rule_options)).to(self.device)
+        if config.compile:  # after the rule's probe: compilation happens at the first training step
+            compile_model(self.model)
         c = config
         self.optimizer = make_optimizer(c.optimizer, self.model.parameters(), c.lr, c.weight_decay,
                                         c.momentum, c.nesterov)
@@ -241,8 +244,9 @@ class Trainer:
                 align_steps.append(self.step)
                 for o in self.observers:
                     o.alignment(self, self.step, aligns[-1])
-            loss, logits = train_step(self.model, self.rule, x, y, self.optimizer, self.feedback_optimizer,
-                                      sync=distributed.gradient_sync(share))
+            with autocast(c.precision, self.device):
+                loss, logits = train_step(self.model, self.rule, x, y, self.optimizer, self.feedback_optimizer,
+                                          sync=distributed.gradient_sync(share))
             loss_sum += loss * len(y)
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
@@ -280,8 +284,9 @@ class Trainer:
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         for x, y in self.test_batches:
             x, y, _ = distributed.local_batch(x, y)  # sharded, then summed over processes
-            logits = self.model(x)
-            loss += F.cross_entropy(logits, y, reduction="sum")
+            with autocast(self.config.precision, self.device):
+                logits = self.model(x)
+            loss += F.cross_entropy(logits.float(), y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
         loss, correct = distributed.sum_over_processes(loss, correct)
         n = len(self.test_batches.y)
