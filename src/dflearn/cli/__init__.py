@@ -9,9 +9,9 @@ import argparse
 import sys
 
 from ..errors import DflearnError
-from . import compare, cost, info, plot, reproduce, train
+from . import compare, cost, info, plot, reproduce, robust, train
 
-COMMANDS = [train, info, compare, reproduce, plot, cost]
+COMMANDS = [train, info, compare, reproduce, plot, cost, robust]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,194 @@
+"""Adversarial robustness of trained networks: FGSM and PGD, white-box and transferred.
+
+Attacks act on pixels in [0, 1] (before the data set's normalisation, which is
+folded into the attacked function), with an L-infinity budget eps in those units
+(eps = 8/255 is the usual CIFAR figure). Every gradient here is autograd's true
+gradient of the cross-entropy of the trained network, run as a plain module: no
+rule is involved, whatever rule trained it (a rule's pseudo-gradient would measure
+the rule, not the network; Akrout et al. 2019 and BioTorch attack the same way).
+
+- FGSM (Goodfellow et al. 2015): x' = clip_[0,1](x + eps sign(grad_x L(x, y))).
+- PGD (Madry et al. 2018): from a uniform random start in the eps-ball, `steps`
+  steps x <- P(x + alpha sign(grad_x L)), P the projection onto the eps-ball
+  around x and onto [0, 1]; alpha = 2.5 eps / steps.
+- Transfer: the perturbation is crafted on another network (a BP-trained twin)
+  and evaluated on this one (a black-box attack).
+
+torchattacks was considered and not used: it requires torchvision (which pins one
+torch version) and an old `requests`; these two attacks are a few lines each.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import DflearnError
+
+
+class Pixels(nn.Module):
+    """The network as a function of [0, 1] pixels: normalise, then the model."""
+
+    def __init__(self, model: nn.Module, mean, std):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model((x - self.mean) / self.std)
+
+
+def input_gradient(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """grad_x of the summed cross-entropy (the sign is what the attacks use, so the
+    reduction does not matter), by autograd through the plain network."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(F.cross_entropy(net(x), y, reduction="sum"), x)
+    return grad
+
+
+def fgsm(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    return (x + eps * input_gradient(net, x, y).sign()).clamp(0, 1).detach()
+
+
+def pgd(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 10,
+        generator: torch.Generator | None = None) -> torch.Tensor:
+    if eps == 0:
+        return x.clone()
+    alpha = 2.5 * eps / steps
+    noise = torch.rand(x.shape, generator=generator, device="cpu").to(x.device)
+    adv = (x + (2 * noise - 1) * eps).clamp(0, 1)
+    for _ in range(steps):
+        adv = adv + alpha * input_gradient(net, adv, y).sign()
+        adv = torch.min(torch.max(adv, x - eps), x + eps).clamp(0, 1).detach()
+    return adv
+
+
+ATTACKS = {"fgsm": fgsm, "pgd": pgd}
+
+
+def load_network(run: str | Path, device: torch.device | str = "cpu"):
+    """A run directory -> (its trained network on [0, 1] pixels, its data set, its config dict)."""
+    from .data import load_dataset
+    from .models import build_model
+    from .training.checkpoint import CHECKPOINT, load
+
+    run = Path(run)
+    try:
+        config = json.loads((run / "config.json").read_text())
+    except FileNotFoundError:
+        raise DflearnError(f"{run} holds no run (no config.json); name a run directory") from None
+    except json.JSONDecodeError:
+        raise DflearnError(f"{run / 'config.json'} is not valid JSON; the run directory is damaged") from None
+    data = load_dataset(config["dataset"], config.get("data_dir"))
+    model = build_model(config["model"], data.input_shape, data.num_classes, **config.get("model_options", {}))
+    state = load(run / CHECKPOINT)
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as exc:
+        raise DflearnError(f"{run / CHECKPOINT} does not fit model '{config['model']}' "
+                           f"({str(exc).splitlines()[0][:100]}); the run directory is inconsistent") from None
+    net = Pixels(model, data.mean, data.std).to(device).eval()
+    return net, data, config
+
+
+def robust_accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str, eps: float, *,
+                    source: nn.Module | None = None, batch_size: int = 500, steps: int = 10,
+                    seed: int = 0) -> float:
+    """Accuracy of `net` on adversarial examples crafted on `source` (default: `net` itself)."""
+    source = net if source is None else source
+    generator = torch.Generator().manual_seed(seed)
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+        if attack == "pgd":
+            adv = pgd(source, xb, yb, eps, steps, generator)
+        else:
+            adv = ATTACKS[attack](source, xb, yb, eps)
+        with torch.no_grad():
+            correct += int((net(adv).argmax(1) == yb).sum())
+    return correct / len(x)
+
+
+def evaluate_runs(runs: list[str | Path], eps: list[float], attacks: list[str], *, twin: str | Path | None = None,
+                  limit: int = 1000, steps: int = 10, device: str = "cpu") -> list[dict]:
+    """Rows {run, rule, attack, eps, accuracy, transfer} over the first `limit` test images."""
+    for a in attacks:
+        if a not in ATTACKS:
+            raise DflearnError(f"unknown attack '{a}'; choose from {', '.join(ATTACKS)}")
+    if any(not 0 <= e <= 1 for e in eps):
+        raise DflearnError(f"eps must lie in [0, 1] (pixel units, e.g. 8/255), got {eps}")
+    source = load_network(twin, device)[0] if twin is not None else None
+    rows = []
+    for run in runs:
+        net, data, config = load_network(run, device)
+        x = data.x_test[:limit].float().div(255).to(device)
+        y = data.y_test[:limit].to(device)
+        for attack in attacks:
+            for e in eps:
+                row = {"run": str(run), "rule": config["rule"], "attack": attack, "eps": e,
+                       "accuracy": robust_accuracy(net, x, y, attack, e, steps=steps)}
+                if source is not None:
+                    row["transfer_accuracy"] = robust_accuracy(net, x, y, attack, e, source=source, steps=steps)
+                rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    """Robust accuracy (%) per rule (rows) and attack x eps (columns)."""
+    cols = sorted({(r["attack"], r["eps"]) for r in rows})
+    transfer = any("transfer_accuracy" in r for r in rows)
+    head = ["run", "rule"] + [f"{a} eps={e:.4g}" for a, e in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for run in dict.fromkeys(r["run"] for r in rows):
+        mine = {(r["attack"], r["eps"]): r for r in rows if r["run"] == run}
+        rule = next(iter(mine.values()))["rule"]
+        cells = []
+        for c in cols:
+            r = mine.get(c)
+            if r is None:
+                cells.append("")
+            elif transfer:
+                cells.append(f"{100 * r['accuracy']:.1f} / {100 * r['transfer_accuracy']:.1f}")
+            else:
+                cells.append(f"{100 * r['accuracy']:.1f}")
+        lines.append("| " + " | ".join([Path(run).name, rule] + cells) + " |")
+    if transfer:
+        lines.append("\nCells: white-box / transferred from the BP twin, accuracy in %.")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: str | Path) -> Path:
+    """Robust accuracy (%) against eps, one panel per attack, one line per run, rule colours."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .experiments.plots import rule_style
+
+    attacks = list(dict.fromkeys(r["attack"] for r in rows))
+    fig, axes = plt.subplots(1, len(attacks), figsize=(5 * len(attacks), 4), squeeze=False)
+    for ax, attack in zip(axes[0], attacks):
+        for run in dict.fromkeys(r["run"] for r in rows):
+            mine = sorted((r for r in rows if r["run"] == run and r["attack"] == attack), key=lambda r: r["eps"])
+            if not mine:
+                continue
+            style = rule_style(mine[0]["rule"])
+            ax.plot([r["eps"] * 255 for r in mine], [100 * r["accuracy"] for r in mine],
+                    label=f"{mine[0]['rule']} ({Path(run).name})", **style)
+        ax.set_title(f"{attack.upper()} (white-box, autograd gradient)")
+        ax.set_xlabel("eps (pixel units x 255)")
+        ax.set_ylabel("robust test accuracy (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
