@@ -205,8 +205,8 @@ def _step_group(model_name, names, x, y, args, device, log):
 OPTIMISATIONS = [  # (what, the library's variant, the straightforward one)
     ("graph cut: no input gradients (vs full BP backward + hooks)",
      Variant("dfa", "dfa"), Variant("dfa-hooks", "dfa", step="hook")),
-    ("one stacked feedback matmul (vs one per block)",
-     Variant("dfa", "dfa"), Variant("dfa-per-block", "dfa", cls=naive.PerBlockDFA)),
+    ("one feedback matmul per block (vs one stacked)",
+     Variant("dfa", "dfa"), Variant("dfa-stacked", "dfa", cls=naive.StackedDFA)),
     ("no host sync in the step (vs loss.item() every step)",
      Variant("dfa", "dfa"), Variant("dfa-sync", "dfa", step="sync")),
     ("fused Adam (vs default foreach), DFA", Variant("dfa", "dfa"), Variant("dfa-foreach", "dfa", adam="foreach")),

@@ -22,11 +22,11 @@ def test_yaml_file_and_flags_give_the_same_config_json(tmp_path):
 
 def test_flags_override_the_file_and_print_config_shows_the_result(tmp_path, capsys):
     (tmp_path / "run.json").write_text(json.dumps({"rule": "dfa", "lr": 0.01, "rule_options": {"init": "product"}}))
-    assert main(["train", "--config", str(tmp_path / "run.json"), "--lr", "0.5", "-o", "init=random",
+    assert main(["train", "--config", str(tmp_path / "run.json"), "--lr", "0.5", "-o", "init=zeros",
                  "--print-config"]) == 0
     import yaml
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["rule"] == "dfa" and printed["lr"] == 0.5 and printed["rule_options"] == {"init": "random"}
+    assert printed["rule"] == "dfa" and printed["lr"] == 0.5 and printed["rule_options"] == {"init": "zeros"}
     assert printed["feedback_lr"] == 0.5  # resolved: the network's lr where the rule has no own default
     assert not (tmp_path / "runs").exists()
 

@@ -7,7 +7,7 @@ from torch import nn
 from dflearn.feedback.layout import Point
 from dflearn.feedback.operators import ConvLocal
 from dflearn.feedback.point import FeedbackPoint
-from dflearn.feedback.step import forward, train_step
+from dflearn.feedback.step import train_step
 from dflearn.models import build_model
 from dflearn.rules import RULES, Rule, make_rule
 
@@ -93,7 +93,7 @@ def test_block_gradient_is_bp_of_block_given_signal(rule_name, model_name):
     x, y = batch()
     rule = make_rule(rule_name, model, x[:1])
     train_step(model, rule, x, y, torch.optim.SGD(model.parameters(), lr=0.0))
-    fwd, _, _ = forward(model, rule, x, y)
+    fwd = rule.forward_pass(model, x, y)
     signals = rule.signals(fwd)
     blocks = segments(model)
     top = max([i for i, cut in enumerate(rule.cuts) if cut], default=-1)
@@ -151,8 +151,13 @@ def test_direct_signal_maps_error_to_the_map(rule_name):
     model = build_model("conv3", SHAPE, CLASSES, **SMALL["conv3"])
     x, y = batch()
     rule = make_rule(rule_name, model, x[:1])
-    fwd, _, _ = forward(model, rule, x, y)
-    B = rule.feedback.dense() if rule_name == "sdfa" else rule.feedback.B
+    fwd = rule.forward_pass(model, x, y)
+    state = rule.state_dict()  # B straight from the stored state (sparse: rebuilt from indices and values)
+    if rule_name == "sdfa":
+        B = torch.zeros(len(state["feedback.index"]), CLASSES).scatter_add_(1, state["feedback.index"],
+                                                                             state["feedback.value"])
+    else:
+        B = state["feedback.B"]
     driver = -F.one_hot(y, CLASSES).float() / len(y) if rule_name == "drtp" else fwd.error
     flat = driver @ B.t()
     start = 0
@@ -169,7 +174,7 @@ def test_las_conv_signal_is_vjp_of_its_conv_local_module():
     model = build_model("conv3", SHAPE, CLASSES, **SMALL["conv3"])
     x, y = batch()
     rule = make_rule("las", model, x[:1])
-    fwd, _, _ = forward(model, rule, x, y)
+    fwd = rule.forward_pass(model, x, y)
     signals = rule.signals(fwd)
     for m, h, g in zip(rule.local, fwd.points, signals):
         if h.dim() == 4:  # conv points: a conv with the block's 5x5 kernel; FC points: linear
@@ -187,7 +192,8 @@ def test_resnet18_blockwise_cut():
     x, y = batch()
     rule = make_rule("dfa", model, x[:1])
     assert len(rule.layout.points) == 8 and all(rule.cuts)
-    fwd, _, logits = forward(model, rule, x, y)
+    fwd = rule.forward_pass(model, x, y)
+    logits = fwd.output
     blocks = segments(model)
     k = 4  # inject at one block only: only that block's parameters receive gradient
     torch.autograd.backward([logits, fwd.points[k]], [fwd.error, torch.randn_like(fwd.points[k])])

@@ -52,7 +52,7 @@ def test_mlp_counts_by_hand():
     assert counts(dfa, *MOVED) == [[7 * 3, 15, 0], [7 * 3, 12, 0], [7 * 3, 0, 0]]
 
     rule = make_rule("sdfa", model, x, k=2)
-    assert [len(set(ix.flatten().tolist())) for ix in rule.feedback.index.split([5, 4])] == [3, 3]
+    assert [len(set(ix.flatten().tolist())) for ix in rule.state_dict()["feedback.index"].split([5, 4])] == [3, 3]
     sdfa = step_cost(model, rule, x, N)  # 2 gathered errors, 2 values and 2 indices per unit
     assert counts(sdfa, *MACS) == [[7 * 30, 7 * 5 * 2, 7 * 30, 0], [7 * 20, 7 * 4 * 2, 7 * 20, 0], [7 * 12, 0, 7 * 12, 0]]
     assert counts(sdfa, *STATE) == [[10, 10], [8, 8], [0, 0]]

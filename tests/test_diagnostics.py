@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dflearn.alignment import diagnostics, feedback_angle, signal_alignment, update_alignment
+from dflearn.alignment import diagnostics, feedback_angles, signal_alignment, update_alignment
 from dflearn.models import build_model
 from dflearn.rules import make_rule
 from dflearn.training import Config, Trainer
@@ -30,14 +30,16 @@ def test_bp_against_itself_is_one(net):
     rule = make_rule("bp", model, x[:1])
     assert signal_alignment(model, rule, x, y) == pytest.approx([1.0, 1.0])
     assert update_alignment(model, rule, x, y) == pytest.approx([1.0, 1.0], abs=1e-9)
-    assert feedback_angle(model, rule) is None  # BP has no feedback matrix
+    assert feedback_angles(model, rule) == {}  # BP has no feedback matrix
+    assert "feedback_angle" not in diagnostics(model, rule, x, y)
 
 
 def test_dfa_equals_hand_computation(net):
     model, x, y = net
     rule = make_rule("dfa", model, x[:1])
     W1, W2, W3 = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    B1, B2 = rule.feedback.matrix(0), rule.feedback.matrix(1)  # (n_i, d_L)
+    B = rule.state_dict()["feedback.B"]  # the stored B_i, stacked: 5 then 4 rows of d_L
+    B1, B2 = B[:5], B[5:9]
     with torch.no_grad():
         h0 = x.flatten(1)
         a1 = h0 @ W1.weight.T + W1.bias
@@ -67,7 +69,7 @@ def test_dfa_equals_hand_computation(net):
                                                    ("dkp", {"init": "zeros"}, 0)])
 def test_feedback_angle_zero_for_product_init(net, rule, options, points):
     model, x, y = net
-    angles = feedback_angle(model, make_rule(rule, model, x[:1], **options))
+    angles = diagnostics(model, make_rule(rule, model, x[:1], **options), x, y)["feedback_angle"]
     assert angles[:points] == pytest.approx([0.0] * points, abs=1e-3)
     assert all(math.isnan(a) for a in angles[points:])  # LAS's last block: BP; DKP zeros: no direction
 

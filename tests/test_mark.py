@@ -61,8 +61,9 @@ def test_dfa_gives_each_block_its_bp_gradient_of_the_injected_signal():
         outputs.append(h)
     logits = model.head(model.norm(h.detach()).flatten(1))
     e = (logits.softmax(1) - F.one_hot(y, 10)) / len(y)
+    stored = rule.state_dict()["feedback.B"].split([o[0].numel() for o in outputs])  # B_k of each block
     for k, name in enumerate(BLOCKS):
-        g = (e.detach() @ rule.feedback.matrix(k).t()).view_as(outputs[k])
+        g = (e.detach() @ stored[k].t()).view_as(outputs[k])
         owned = {f"{name}.{n}": p for n, p in model.blocks[k].named_parameters()}
         if k == 0:
             owned.update({f"embed.{n}": p for n, p in model.embed.named_parameters()})

@@ -195,11 +195,10 @@ def test_weight_mirror_alone_aligns_b_with_w_transposed(kind):
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     # the rule's default feedback optimizer: SGD lr 1e-3, weight decay 1, momentum 0.9
     fopt = torch.optim.SGD(rule.parameters(), lr=1e-3, momentum=0.9, weight_decay=1.0)
-    fwd = dflearn.feedback.Pass([], torch.zeros(1, 10), torch.zeros(1, 10), None, model)
     assert min(feedback_angles(model, rule).values()) > 70
     for _ in range(300):
         fopt.zero_grad()
-        rule.feedback_loss(fwd).backward()
+        rule.feedback_loss(model, None).backward()  # the mirror reads the weights only
         fopt.step()
     assert max(feedback_angles(model, rule).values()) < 20
     assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())  # the network stayed fixed
@@ -239,8 +238,9 @@ def test_errors_name_the_problem():
     assert "forward" not in other[1].__dict__
     with pytest.raises(DflearnError, match="noise must be > 0"):
         make_rule("wm", mlp(), torch.zeros(1, 1, 8, 8), noise=0.0)
-    with pytest.raises(DflearnError, match="no layer feedback weights"):
-        feedback_angles(mlp(), make_rule("dfa", mlp(), torch.zeros(1, 1, 8, 8)))
+    net = mlp()  # direct rules describe B_i per feedback point, not per layer
+    dfa = make_rule("dfa", net, torch.zeros(1, 1, 8, 8))
+    assert list(feedback_angles(net, dfa)) == [p.name for p in dfa.layout.points]
 
 
 @pytest.mark.parametrize("name", ["fa", "usf", "brsf", "frsf", "kp", "wm"])

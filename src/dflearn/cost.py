@@ -11,6 +11,9 @@ Conventions (docs/cost.md):
 - Backward of a Linear/Conv: its input gradient costs as many MACs as its
   forward, and so does its weight gradient. Which of them a rule computes is
   not assumed: one forward and backward under the rule's cuts is traced.
+- A rule's own feedback (its projections, local modules, feedback updates and extra
+  passes such as the weight mirror's) is what the rule itself describes
+  (`Rule.feedback_cost`); the network's layers are traced under the rule's own step.
 - Data movement: the values a block must receive per step to form its update,
   each counted once per receiving block (a weight once per step, an error once
   per sample); the block's own activations and weights are local. fp32 values
@@ -25,19 +28,13 @@ import torch
 from torch import nn
 
 from .errors import DflearnError
-from .feedback.operators import DenseFeedback, SparseFeedback
+from .feedback.counting import layer_macs
+from .feedback.dry_run import dry_step
 from .feedback.point import FeedbackPoint
-from .feedback.step import forward as forward_pass, injection
 from .rules.base import Rule, make_rule
 
 VALUE_BYTES = 4  # fp32
 INDEX_BYTES = 4  # int32
-
-CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-# parametrised but elementwise (or a lookup): no MACs under the convention
-ELEMENTWISE = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.LayerNorm, nn.GroupNorm,
-               nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.Embedding, nn.PReLU)
 
 
 @dataclass
@@ -50,6 +47,7 @@ class BlockCost:
     signal: int = 0  # MACs forming the block's learning signal (propagation into it, or feedback projection / VJP)
     weight_grad: int = 0  # MACs of the block's weight gradients
     feedback_update: int = 0  # MACs learning the feedback (LAS/LTAS local forward + update, DKP's h^T e)
+    extra_pass: int = 0  # MACs of passes beyond the step's forward and backward (the weight mirror's)
     feedback_values: int = 0  # feedback parameters held for this block (fp32)
     feedback_indices: int = 0  # their column indices (sparse feedback, int32)
     received_errors: int = 0  # error / delta values the block receives
@@ -58,7 +56,7 @@ class BlockCost:
 
     @property
     def learning(self) -> int:
-        return self.signal + self.weight_grad + self.feedback_update
+        return self.signal + self.weight_grad + self.feedback_update + self.extra_pass
 
     @property
     def step(self) -> int:
@@ -137,7 +135,7 @@ def step_cost(model: nn.Module, rule: Rule | str, example_input: torch.Tensor, b
         if r.macs is None:
             notes.append(f"{name} ({r.kind}): MACs not counted (not Linear/Conv)")
         macs = n * (r.macs or 0)
-        own.add(forward=macs)
+        own.add(forward=macs * r.calls)
         if r.reached and r.trainable:
             own.add(weight_grad=macs)
         if r.reached and r.input_grad:
@@ -148,7 +146,7 @@ def step_cost(model: nn.Module, rule: Rule | str, example_input: torch.Tensor, b
             (blocks[max(r.sources)] if r.sources else own).add(signal=macs)
     if any(records[m].reached for m in layout.head if m in records):
         blocks[-1].add(received_errors=n * layout.num_outputs)  # e = dLoss/da_L, from the loss
-    _feedback(rule, blocks, n)
+    _add_feedback(rule, blocks, n)
     return StepCost(rule.name, dict(options), n, blocks, notes)
 
 
@@ -178,11 +176,12 @@ class _Record:
     input_grad: bool  # its input needs a gradient under the rule's cuts
     sources: set[int]  # feedback points its input is read from
     reached: bool = False  # a gradient reached its output in the rule's backward pass
+    calls: int = 1  # forward calls in one step (two for rules with two forward passes)
 
 
 def _trace(model: nn.Module, rule: Rule, x: torch.Tensor) -> dict[str, _Record]:
-    """One forward and backward on `x` under the rule's cuts and signals, recording
-    per parametrised module what the step computes (no parameter's .grad is touched)."""
+    """The rule's own step on `x`, run dry (nothing changes), recording per parametrised
+    module what the step computes: forward calls, input and weight gradients."""
     names = {m: n for n, m in model.named_modules()}
     index = {p.name: i for i, p in enumerate(rule.layout.points)}
     owned = {n for p in rule.layout.points for n in p.block} | set(rule.layout.head)
@@ -198,11 +197,18 @@ def _trace(model: nn.Module, rule: Rule, x: torch.Tensor) -> dict[str, _Record]:
         h = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
         out = output if isinstance(output, torch.Tensor) else output[0]
         weight = module.weight if isinstance(getattr(module, "weight", None), torch.Tensor) else None
-        r = _Record(type(module).__name__, _macs(module, h, out), out[0].numel(),
-                    weight.numel() if weight is not None else sum(p.numel() for p in module.parameters(False)),
-                    any(p.requires_grad for p in module.parameters(False)),
-                    h is not None and h.requires_grad, _sources(h.grad_fn if h is not None else None, stops))
-        records[name] = r
+        input_grad = h is not None and h.requires_grad
+        sources = _sources(h.grad_fn if h is not None else None, stops)
+        if name in records:  # called again in the same step (a second forward pass)
+            r = records[name]
+            r.calls += 1
+            r.input_grad |= input_grad
+            r.sources |= sources
+        else:
+            r = records[name] = _Record(
+                type(module).__name__, layer_macs(module, h, out), out[0].numel(),
+                weight.numel() if weight is not None else sum(p.numel() for p in module.parameters(False)),
+                any(p.requires_grad for p in module.parameters(False)), input_grad, sources)
         if out.requires_grad:
             out.register_hook(lambda g: setattr(r, "reached", True))
         if out.grad_fn is not None:
@@ -213,13 +219,8 @@ def _trace(model: nn.Module, rule: Rule, x: torch.Tensor) -> dict[str, _Record]:
     was_training = model.training
     model.eval()  # BN: no running-statistics update, and a batch of one is fine
     try:
-        with torch.enable_grad():
-            y = torch.zeros(len(x), dtype=torch.long, device=x.device)
-            fwd, _, logits = forward_pass(model, rule, x, y)
-            tensors, grads = injection(logits, fwd, rule.signals(fwd))
-            params = [p for p in model.parameters() if p.requires_grad]
-            if params and logits.requires_grad:
-                torch.autograd.grad(tensors, params, grads, allow_unused=True)
+        y = torch.zeros(len(x), *rule.layout.positions, dtype=torch.long, device=x.device)
+        dry_step(model, rule, x, y)
     finally:
         model.train(was_training)
         for hook in hooks:
@@ -244,65 +245,18 @@ def _sources(fn, stops: dict) -> set[int]:
     return found
 
 
-def _macs(module: nn.Module, h: torch.Tensor | None, out: torch.Tensor) -> int | None:
-    """Per-sample forward MACs of one module (bias ignored), None if not Linear/Conv/elementwise."""
-    if isinstance(module, nn.Linear):
-        return out[0].numel() * module.in_features
-    if isinstance(module, CONVS):
-        return out[0].numel() * (module.in_channels // module.groups) * math.prod(module.kernel_size)
-    if isinstance(module, TRANSPOSED) and h is not None:
-        return h[0].numel() * (module.out_channels // module.groups) * math.prod(module.kernel_size)
-    if isinstance(module, ELEMENTWISE):
-        return 0
-    return None
-
-
-def _local_macs(local: nn.Module, shape: tuple[int, ...]) -> int:
-    """Per-sample MACs of a local module's forward on a point of `shape`: its
-    Linear/Conv layers, or, for a bare matrix M (d_L, n), one MAC per entry."""
-    convs = [m for m in local.modules() if isinstance(m, (nn.Linear, *CONVS))]
-    if not convs:
-        return local.weight.numel()
-    total = 0
-
-    def count(module, inputs, output):
-        nonlocal total
-        total += _macs(module, inputs[0], output)
-
-    hooks = [m.register_forward_hook(count) for m in convs]
-    try:
-        with torch.no_grad():
-            p = next(local.parameters())
-            local(torch.zeros(1, *shape, device=p.device, dtype=p.dtype))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return total
-
-
-def _feedback(rule: Rule, blocks: list[BlockCost], n: int) -> None:
-    """Add the rule's own feedback operators, read from its state."""
-    layout, d = rule.layout, rule.layout.num_outputs
-    for op in rule.modules():
-        if isinstance(op, DenseFeedback):  # g_i = e B_i^T: N n_i d_L MACs; learned (DKP): dB_i = h_i^T e, as many
-            learned = isinstance(op.B, nn.Parameter)
-            for j, i in enumerate(op.points):
-                size = op.matrix(j).numel()
-                blocks[i].add(signal=n * size, feedback_update=n * size if learned else 0,
-                              feedback_values=size, received_errors=n * d, received_weights=size)
-        elif isinstance(op, SparseFeedback):  # gather k errors per unit: N n_i k MACs
-            rows = op.index.split([layout.points[i].size for i in op.points])
-            for i, index in zip(op.points, rows):
-                blocks[i].add(signal=n * index.numel(), feedback_values=index.numel(), feedback_indices=index.numel(),
-                              received_errors=n * index.unique().numel(), received_weights=index.numel(),
-                              received_indices=index.numel())
-    # LAS/LTAS: local module i serves point i; its forward, weight gradient and VJP cost
-    # the same; its update needs e and its target (LAS: the logits, LTAS: one-hot labels)
-    for i, local in enumerate(getattr(rule, "local", ())):
-        macs = n * _local_macs(local, layout.points[i].shape)
-        size = sum(p.numel() for p in local.parameters())
-        blocks[i].add(signal=macs, feedback_update=2 * macs, feedback_values=size,
-                      received_errors=2 * n * d, received_weights=size)
+def _add_feedback(rule: Rule, blocks: list[BlockCost], n: int) -> None:
+    """Add what the rule says its own feedback costs (`Rule.feedback_cost`)."""
+    by_name = {b.name: b for b in blocks}
+    for block, counts in rule.feedback_cost(n).items():
+        if block not in by_name:
+            raise DflearnError(f"rule '{rule.name}' describes the cost of a block '{block}' the model does not have; "
+                               f"its feedback_cost must name feedback points or 'head'")
+        unknown = set(counts) - set(COUNTS)
+        if unknown:
+            raise DflearnError(f"rule '{rule.name}' describes unknown cost counts {sorted(unknown)}; "
+                               f"use {', '.join(COUNTS)}")
+        by_name[block].add(**counts)
 
 
 def _si(x: int) -> str:
@@ -329,13 +283,13 @@ def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> s
 
 def format_blocks(cost: StepCost) -> str:
     """Markdown table of one rule's counts per block and in total."""
-    header = ["block", "modules", "fwd MACs", "signal MACs", "wgrad MACs", "fb-update MACs", "fb params",
-              "fb bytes", "recv errors", "recv weights", "recv bytes"]
+    header = ["block", "modules", "fwd MACs", "signal MACs", "wgrad MACs", "fb-update MACs", "extra MACs",
+              "fb params", "fb bytes", "recv errors", "recv weights", "recv bytes"]
     rows = []
     for b in cost.blocks + [cost.total]:
         mods = ",".join(b.modules) if len(b.modules) <= 2 else f"{b.modules[0]}..{b.modules[-1]} ({len(b.modules)})"
         rows.append([b.name, mods] + [_si(getattr(b, k)) for k in (
-            "forward", "signal", "weight_grad", "feedback_update", "feedback_values", "feedback_bytes",
+            "forward", "signal", "weight_grad", "feedback_update", "extra_pass", "feedback_values", "feedback_bytes",
             "received_errors", "received_weights", "received_bytes")])
     opts = ", ".join(f"{k}={v}" for k, v in cost.options.items())
     return f"{cost.rule}{f' ({opts})' if opts else ''}, batch {cost.batch_size}\n\n" + _table(header, rows, 2)

@@ -30,7 +30,7 @@ GROUPS = {"model": "dflearn.models", "rule": "dflearn.rules"}
 _loaded: set[str] = set()
 
 
-def _import(name: str, what: str):
+def import_attribute(name: str, what: str):
     """'pkg.mod:attr' -> the attribute, or a one-line DflearnError."""
     module_name, _, attr = name.partition(":")
     if os.getcwd() not in sys.path and "" not in sys.path:
@@ -89,7 +89,7 @@ def _find(kind: str, name) -> None:
     if not isinstance(name, str) or name in _registry(kind):
         return
     if ":" in name:
-        _register(kind, name, _import(name, kind))
+        _register(kind, name, import_attribute(name, kind))
     else:
         load_entry_points(kind)
 

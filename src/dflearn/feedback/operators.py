@@ -1,6 +1,10 @@
-"""Feedback operators: the maps from the output error e (N, d_L) to the signal
+"""Feedback operators: the maps from the output error e (N, *S, d_L) to the signal
 g_i at every feedback point. Rules compose these; each holds its state in
 buffers or parameters, created when the rule is built, so `state_dict` has it all.
+
+Every operator acts per row of `Layout.error_rows(e)` (one row per sample and
+position) and gives each point its rows back in the point's shape, so one B_i
+serves every position (see `layout`).
 """
 from __future__ import annotations
 
@@ -13,21 +17,21 @@ from ..errors import DflearnError
 from .layout import Layout, Point
 
 
-def _split(flat: torch.Tensor, layout: Layout, points: list[int]) -> list[torch.Tensor]:
-    """(N, sum n_i) -> per-point tensors of the points' own shapes."""
-    sizes = [layout.points[i].size for i in points]
-    return [g.view(len(flat), *layout.points[i].shape) for i, g in zip(points, flat.split(sizes, dim=1))]
+def _shaped(rows: torch.Tensor, e: torch.Tensor, point: Point) -> torch.Tensor:
+    """A point's signal rows (N prod(S), n) as a tensor of the point's shape (N, *P)."""
+    return rows.reshape(e.shape[0], *point.shape)
 
 
 class DenseFeedback(nn.Module):
-    """B_i for every chosen point, stacked into one (sum n_i, d_L) matrix so a
-    single matmul e B^T serves all blocks. Fixed (a buffer) or learned (a parameter)."""
+    """B_i (n_i, d_L) for every chosen point, stored stacked in one (sum n_i, d_L)
+    tensor (one state_dict entry); g_i = e B_i^T is one matmul per point on a view.
+    Fixed (a buffer) or learned (a parameter)."""
 
     def __init__(self, layout: Layout, points: list[int], learned: bool = False,
                  init: str | list[torch.Tensor] = "kaiming", generator: torch.Generator | None = None):
         super().__init__()
         self.layout, self.points = layout, list(points)
-        rows = sum(layout.points[i].size for i in self.points)
+        rows = sum(layout.points[i].features for i in self.points)
         B = torch.empty(rows, layout.num_outputs)
         if isinstance(init, list):  # given per point, each (n_i, d_L)
             B.copy_(torch.cat(init, dim=0))
@@ -45,11 +49,22 @@ class DenseFeedback(nn.Module):
 
     def matrix(self, k: int) -> torch.Tensor:
         """B_k (n, d_L) of the k-th chosen point, a view into the stacked matrix."""
-        start = sum(self.layout.points[i].size for i in self.points[:k])
-        return self.B[start:start + self.layout.points[self.points[k]].size]
+        start = sum(self.layout.points[i].features for i in self.points[:k])
+        return self.B[start:start + self.layout.points[self.points[k]].features]
+
+    def matrices(self) -> list[torch.Tensor]:
+        return [self.matrix(k) for k in range(len(self.points))]
 
     def project(self, e: torch.Tensor) -> list[torch.Tensor]:
-        return _split(e @ self.B.detach().t(), self.layout, self.points)
+        """g_i = e B_i^T per point, per position."""
+        rows = self.layout.error_rows(e)
+        B = self.B.detach()
+        out, start = [], 0
+        for i in self.points:
+            point = self.layout.points[i]
+            out.append(_shaped(rows @ B[start:start + point.features].t(), e, point))
+            start += point.features
+        return out
 
 
 class SparseFeedback(nn.Module):
@@ -68,7 +83,7 @@ class SparseFeedback(nn.Module):
         self.layout, self.points, self.k = layout, list(points), k
         idx, val = [], []
         for i in self.points:
-            n = layout.points[i].size
+            n = layout.points[i].features
             # k distinct outputs per unit, uniformly at random
             choice = torch.rand(n, d, generator=generator).argsort(dim=1)[:, :k]
             scale = (d * k) ** 0.25 / math.sqrt(n)  # (ref) s = (d_L k)^(1/4) / sqrt(n_i)
@@ -90,30 +105,42 @@ class SparseFeedback(nn.Module):
         return B.scatter_(1, self.index, self.value)
 
     def project(self, e: torch.Tensor) -> list[torch.Tensor]:
+        """Per row (sample, position): g[u] = sum_j e[idx[u, j]] val[u, j]."""
         # one index_select of whole columns per j < k: a plain gather, O(N n) each and
         # independent of d_L (advanced indexing e[:, index] was ~50x slower on CPU)
+        rows = self.layout.error_rows(e)
         index, value = self.index.t().contiguous(), self.value.t().contiguous()
-        flat = e.index_select(1, index[0]) * value[0]
+        flat = rows.index_select(1, index[0]) * value[0]
         for j in range(1, self.k):
-            flat.addcmul_(e.index_select(1, index[j]), value[j])
-        return _split(flat, self.layout, self.points)
+            flat.addcmul_(rows.index_select(1, index[j]), value[j])
+        sizes = [self.layout.points[i].features for i in self.points]
+        return [_shaped(g, e, self.layout.points[i]) for i, g in zip(self.points, flat.split(sizes, dim=1))]
+
+    def matrices(self) -> list[torch.Tensor]:
+        """The dense B_i (n_i, d_L) of each chosen point."""
+        return list(self.dense().split([self.layout.points[i].features for i in self.points]))
 
 
 class LinearLocal(nn.Module):
-    """A LAS/LTAS local module on a flat point: y_i = M_i h_i (no bias)."""
+    """A LAS/LTAS local module: y_i = M_i h_i (no bias), per position when the point has
+    the output's positions ((N, *S, n) -> (N, *S, d_L)), else on the whole flattened point."""
 
     def __init__(self, point: Point, num_outputs: int):
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(num_outputs, point.size))
+        self.weight = nn.Parameter(torch.empty(num_outputs, point.features))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # as nn.Linear
-        self.shape = point.shape
+        self.shape, self.lead = point.shape, len(point.positions)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h.flatten(1) @ self.weight.t()
+        return h.flatten(1 + self.lead) @ self.weight.t()
 
     def vjp(self, e: torch.Tensor) -> torch.Tensor:
-        """e^T dM/dh = e M, reshaped to the point."""
-        return (e @ self.weight.detach()).view(len(e), *self.shape)
+        """e^T dM/dh = e M (at any h: M is linear), reshaped to the point."""
+        return (e @ self.weight.detach()).reshape(len(e), *self.shape)
+
+    def macs(self) -> int:
+        """Per-sample MACs of one forward: d_L x n at each position."""
+        return self.weight.numel() * math.prod(self.shape[:self.lead])
 
 
 class ConvLocal(nn.Module):
@@ -168,6 +195,11 @@ class ConvLocal(nn.Module):
         g = v @ self.reach.to(v.dtype).t()
         return g.view(len(e), *self.shape) / self.positions
 
+    def macs(self) -> int:
+        """Per-sample MACs of the module it is (a d_L-plane conv and the mean), whatever the
+        closed form computes: positions x d_L x C x k^2."""
+        return self.positions * self.conv.weight.numel()
+
 
 def _taps_reaching(n: int, n_out: int, conv: nn.Conv2d, axis: int) -> torch.Tensor:
     """(n, k) 0/1 matrix: tap a of the kernel along `axis` reaches input index i
@@ -191,7 +223,8 @@ def _conv_out(conv: nn.Conv2d, H: int, W: int) -> tuple[int, int]:
 
 
 def local_module(point: Point, num_outputs: int, kernel_size: int = 3) -> nn.Module:
-    """The local module a point calls for: linear on flat points, conv on maps."""
-    if len(point.shape) == 3:
+    """The local module a point calls for: conv on maps (C, H, W) under an output without
+    positions, linear otherwise (per position where the point has the output's positions)."""
+    if len(point.shape) == 3 and not point.positions:
         return ConvLocal(point, num_outputs, kernel_size)
     return LinearLocal(point, num_outputs)

@@ -6,6 +6,7 @@ from typing import Callable
 
 from torch import nn
 
+from .. import options as _options
 from ..errors import DflearnError
 
 ModelBuilder = Callable[..., nn.Module]
@@ -25,8 +26,16 @@ def register_model(name: str, **preset):
 
 
 def model_options(name: str) -> dict[str, inspect.Parameter]:
-    fn = MODELS[name].builder
-    return {p.name: p for p in list(inspect.signature(fn).parameters.values())[2:]}
+    return _options.parameters(MODELS[name].builder, 2)
+
+
+def check_model_options(name: str, options: dict) -> dict:
+    """The options checked against the builder's signature and converted to their types."""
+    from ..plugins import find_model
+    find_model(name)
+    if name not in MODELS:
+        raise DflearnError(f"unknown model '{name}'; choose one of: {', '.join(sorted(MODELS))}")
+    return _options.check(f"model '{name}'", MODELS[name].builder, options, 2)
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **options) -> nn.Module:
@@ -35,10 +44,7 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **opt
     find_model(name)  # module:function or an installed plugin registers itself here
     if name not in MODELS:
         raise DflearnError(f"unknown model '{name}'; choose one of: {', '.join(sorted(MODELS))}")
-    known = model_options(name)
-    for key in options:
-        if key not in known:
-            raise DflearnError(f"model '{name}' has no option '{key}' (its options: {', '.join(known) or 'none'})")
+    options = _options.check(f"model '{name}'", MODELS[name].builder, options, 2)
     try:
         return MODELS[name](tuple(input_shape), num_classes, **options)
     except (TypeError, ValueError, RuntimeError) as exc:

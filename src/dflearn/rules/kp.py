@@ -1,6 +1,5 @@
 import torch
 
-from ..feedback.step import Pass
 from .base import register_rule
 from .fa import FA
 
@@ -17,7 +16,10 @@ class KP(FA):
     name = "kp"
     summary = "Kolen-Pollack: delta_i = (B_{i+1} delta_{i+1}) * f'(a_i), B <- B - lr (dL/dW^T + wd B)"
     learned = True
-    learns_feedback = True
 
-    def feedback_loss(self, fwd: Pass) -> torch.Tensor:
-        return self.layer_loss(fwd, lambda module: module.weight.grad)  # W's gradient from this step
+    def feedback_loss(self, model, fwd) -> torch.Tensor:
+        return self.layer_loss(model, lambda module: module.weight.grad)  # W's gradient from this step
+
+    def layer_cost(self, size, batch_size):
+        """B <- B - lr (dW + wd B): one multiply-add per entry, and B receives W's gradient."""
+        return {"feedback_values": size, "feedback_update": size, "received_weights": size}

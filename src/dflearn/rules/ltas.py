@@ -1,8 +1,7 @@
 import torch
-import torch.nn.functional as F
 
-from ..feedback.step import Pass
-from .base import register_rule
+from ..feedback.rule import default_loss
+from .base import Pass, register_rule
 from .las import LAS
 
 
@@ -10,10 +9,11 @@ from .las import LAS
 class LTAS(LAS):
     """Local Target Alignment Support (seed 001, Algorithm 2): as LAS, but each
     local module learns to predict the target: CE(softmax(M_i h_i), y), gradient
-    h_i^T (softmax(y_i) - onehot(y)) / N. The signal is the same VJP of M_i."""
+    h_i^T (softmax(y_i) - onehot(y)) / N (mean over positions too). The signal is the
+    same VJP of the updated M_i."""
 
     name = "ltas"
     summary = "local target alignment support: as LAS with M_i trained on CE(softmax(M_i h_i), y)"
 
     def local_loss(self, y_i: torch.Tensor, fwd: Pass) -> torch.Tensor:
-        return F.cross_entropy(y_i, fwd.target)
+        return default_loss(y_i, fwd.target)

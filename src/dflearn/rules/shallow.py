@@ -1,4 +1,3 @@
-from ..feedback.step import Pass
 from .base import Rule, register_rule
 
 
@@ -12,7 +11,4 @@ class Shallow(Rule):
 
     def __init__(self, model, example_input):
         super().__init__(model, example_input)
-        self.cuts[self.last] = False
-
-    def signals(self, fwd: Pass):
-        return [None] * len(fwd.points)
+        self.cut_points(keep_last=True)

@@ -2,7 +2,6 @@ import torch
 
 from ..errors import DflearnError
 from ..feedback.sequential import mirror
-from ..feedback.step import Pass
 from .base import register_rule
 from .fa import FA
 
@@ -25,7 +24,6 @@ class WM(FA):
     name = "wm"
     summary = "weight mirror: B_i += lr (y x^T - wd B_i), x ~ N(0, s^2), y = W_i x; delta as FA with B_i"
     learned = True
-    learns_feedback = True
     feedback_defaults = {"optimizer": "sgd", "lr": 1e-3, "weight_decay": 1.0}
 
     def __init__(self, model, example_input, *, noise: float = 1.0, mirror_batch: int = 64):
@@ -34,6 +32,11 @@ class WM(FA):
             raise DflearnError(f"wm: noise must be > 0 and mirror_batch >= 1 (got {noise}, {mirror_batch})")
         self.noise, self.mirror_batch = float(noise), int(mirror_batch)
 
-    def feedback_loss(self, fwd: Pass) -> torch.Tensor:
+    def feedback_loss(self, model, fwd) -> torch.Tensor:
         # the gradient -y x^T: a descent step of the feedback optimizer is the mirror's update
-        return -self.layer_loss(fwd, lambda module: mirror(module, self.mirror_batch, self.noise))
+        return -self.layer_loss(model, lambda module: mirror(module, self.mirror_batch, self.noise))
+
+    def layer_cost(self, size, batch_size):
+        """The mirror pass: per noise sample y = W x and y x^T, |W| MACs each (a conv layer on one
+        receptive field); then B's update, one multiply-add per entry. Independent of the batch."""
+        return {"feedback_values": size, "feedback_update": size, "extra_pass": 2 * self.mirror_batch * size}

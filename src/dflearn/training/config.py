@@ -62,8 +62,14 @@ class Config:
         find_rule(self.rule)
         if self.rule not in RULES:
             raise DflearnError(f"unknown rule '{self.rule}'; choose one of: {', '.join(sorted(RULES))}")
+        from ..models.base import check_model_options
+        from ..rules.base import check_rule_options
+
         d = RULES[self.rule].feedback_defaults
         c = dataclasses.replace(self)
+        # options in their declared types (-o last_bp=false is False), so config.json is canonical
+        c.rule_options = check_rule_options(c.rule, dict(c.rule_options))
+        c.model_options = check_model_options(c.model, dict(c.model_options))
         c.feedback_optimizer = c.feedback_optimizer or d.get("optimizer", c.optimizer)
         c.feedback_lr = c.feedback_lr if c.feedback_lr is not None else d.get("lr", c.lr)
         if c.feedback_weight_decay is None:

@@ -116,7 +116,7 @@ class Trainer:
                                         c.momentum, c.nesterov)
         self.schedulers = [make_scheduler(c.schedule, self.optimizer, c.epochs, c.gamma)]
         self.feedback_optimizer = None
-        if list(self.rule.parameters()):
+        if self.rule.learns_feedback:
             self.feedback_optimizer = make_optimizer(c.feedback_optimizer, self.rule.parameters(),
                                                      c.feedback_lr, c.feedback_weight_decay, c.momentum, c.nesterov)
             self.schedulers.append(make_scheduler(c.feedback_schedule, self.feedback_optimizer,
@@ -240,7 +240,7 @@ class Trainer:
                 break
             x, y, share = distributed.local_batch(x, y)
             if c.align_every and self.step % c.align_every == 0:
-                aligns.append(diagnostics(self.model, self.rule, x, y))
+                aligns.append(diagnostics(self.model, self.rule, x, y, feedback_optimizer=self.feedback_optimizer))
                 align_steps.append(self.step)
                 for o in self.observers:
                     o.alignment(self, self.step, aligns[-1])
