@@ -68,8 +68,9 @@ class Config:
         d = RULES[self.rule].feedback_defaults
         c = dataclasses.replace(self)
         # options in their declared types (-o last_bp=false is False), so config.json is canonical
-        c.rule_options = check_rule_options(c.rule, dict(c.rule_options))
-        c.model_options = check_model_options(c.model, dict(c.model_options))
+        # (callables stay as the module:attribute strings that name them)
+        c.rule_options = _named(check_rule_options(c.rule, dict(c.rule_options)), c.rule_options)
+        c.model_options = _named(check_model_options(c.model, dict(c.model_options)), c.model_options)
         c.feedback_optimizer = c.feedback_optimizer or d.get("optimizer", c.optimizer)
         c.feedback_lr = c.feedback_lr if c.feedback_lr is not None else d.get("lr", c.lr)
         if c.feedback_weight_decay is None:
@@ -99,3 +100,7 @@ class Config:
 
         a, b = (json.loads(json.dumps(c.to_dict())) for c in (self, other))
         return [k for k in a if k not in self.RUNTIME and a[k] != b[k]]
+
+
+def _named(checked: dict, given: dict) -> dict:
+    return {k: given[k] if callable(v) else v for k, v in checked.items()}
