@@ -207,3 +207,18 @@ def test_resnet18_blockwise_cut():
     want = torch.autograd.grad(F.cross_entropy(model(x), y), list(model.parameters()))
     for p, w in zip(model.parameters(), want):
         torch.testing.assert_close(p.grad, w, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("init", ["auto", "product"])
+def test_las_fc_local_modules_of_a_conv_net_start_at_the_forward_product(init):
+    """The reference initialises the fully connected local modules of a conv net with the
+    product of the initial weights above (the conv ones keep their default)."""
+    torch.manual_seed(0)
+    model = build_model("conv3", SHAPE, CLASSES, **SMALL["conv3"])
+    rule = make_rule("las", model, batch()[0][:1], init=init)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]  # FC 16, FC 12, head 10
+    fc = [m for m in rule.local if not isinstance(m, ConvLocal)]
+    assert len(fc) == 1 and len(rule.local) == 4  # three conv blocks, the first FC block; the last gets BP
+    torch.testing.assert_close(fc[0].weight, linears[2].weight @ linears[1].weight)
+    default = make_rule("las", model, batch()[0][:1], init="default")
+    assert not torch.allclose([m for m in default.local if not isinstance(m, ConvLocal)][0].weight, fc[0].weight)

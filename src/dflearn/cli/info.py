@@ -4,14 +4,15 @@ from __future__ import annotations
 import inspect
 
 
-def _options(params, preset: dict | None = None) -> str:
-    """'k: int = 1, init: str = 'kaiming'': each option with its type and default (a preset's value
-    where the entry fixes it)."""
-    preset = preset or {}
+def _options(fn, params, preset: dict | None = None) -> str:
+    """'k (an integer) = 1, init (one of kaiming, product) = 'kaiming'': each option with what it
+    allows and its default (a preset's value where the entry fixes it)."""
+    from ..options import describe, hints
+
+    preset, types = preset or {}, hints(fn)
     shown = []
     for n, p in params.items():
-        kind = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
-        text = f"{n}: {kind}" if kind and p.annotation is not inspect.Parameter.empty else n
+        text = f"{n} ({describe(types[n])})" if n in types else n
         if n in preset:
             text += f" = {preset[n]!r} (preset)"
         elif p.default is not inspect.Parameter.empty:
@@ -31,7 +32,7 @@ def list_rules(args) -> None:
         print(f"{name:<{width}}  {cls.summary}")
         opts = rule_options(cls)
         if opts:
-            print(f"{'':<{width}}  options (-o KEY=VALUE): {_options(opts)}")
+            print(f"{'':<{width}}  options (-o KEY=VALUE): {_options(cls.__init__, opts)}")
 
 
 def list_models(args) -> None:
@@ -44,7 +45,7 @@ def list_models(args) -> None:
         doc = (MODELS[name].__doc__ or "").strip().splitlines()[0]
         preset = MODELS[name].preset
         print(f"{name:<{width}}  {doc}" + (f" [preset: {preset}]" if preset else ""))
-        print(f"{'':<{width}}  options (-m KEY=VALUE): {_options(model_options(name), preset)}")
+        print(f"{'':<{width}}  options (-m KEY=VALUE): {_options(MODELS[name].builder, model_options(name), preset)}")
 
 
 def list_datasets(args) -> None:

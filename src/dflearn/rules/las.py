@@ -4,7 +4,6 @@ from typing import Callable, Literal
 import torch
 from torch import nn
 
-from ..errors import DflearnError
 from ..feedback.layout import forward_weight_product
 from ..feedback.operators import ConvLocal, LinearLocal, local_module
 from ..feedback.rule import optimizer_step
@@ -29,9 +28,11 @@ class LAS(Rule):
     VJPs (tests/test_conv_vjp.py); or any `nn.Module` from `local`, a factory
     `(point, num_outputs) -> module` whose VJP autograd computes at h_i.
 
-    `init`: 'product' (linear M_i = W_L...W_{i+1} of the initial weights, the reference
-    for MLPs; conv modules keep the default), 'default' (as nn.Linear / nn.Conv2d), or
-    'auto' (product where the layers above are all Linear, default otherwise).
+    `init`: 'product' (each linear M_i = W_L...W_{i+1} of the initial weights: the
+    reference, for MLPs and for the fully connected part of a conv net; conv modules
+    keep the default; refused where a linear module's layers above are not all Linear),
+    'default' (as nn.Linear / nn.Conv2d), or 'auto' (product wherever the layers above
+    are all Linear, default elsewhere).
     """
 
     name = "las"
@@ -51,17 +52,17 @@ class LAS(Rule):
             kernel = convs[-1].kernel_size[0] if convs else 3
             locals_.append(local_module(point, self.layout.num_outputs, kernel))
         self.local = nn.ModuleList(locals_)
-        linear = all(isinstance(m, LinearLocal) for m in self.local)
-        if init == "product" or (init == "auto" and linear):
-            try:
-                products = forward_weight_product(model, self.layout)
-            except DflearnError:
-                if init == "product":
-                    raise
-            else:
+        if init != "default":  # the product of the initial weights above, for each linear module
+            products = forward_weight_product(model, self.layout, strict=False)
+            for i, m in enumerate(self.local):
+                if not isinstance(m, LinearLocal):
+                    continue  # conv modules (and a user's) keep their own init
+                if products[i] is None:
+                    if init == "product":
+                        forward_weight_product(model, self.layout)  # raises, naming the point
+                    continue
                 with torch.no_grad():
-                    for m, p in zip(self.local, products):
-                        m.weight.copy_(p)
+                    m.weight.copy_(products[i])
 
     def step(self, model, x, y, optimizer, feedback_optimizer=None, loss_fn=None, sync=None):
         """Algorithm 1 in one forward pass: update M_i first, then signal with the updated M_i."""
