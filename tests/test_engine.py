@@ -402,3 +402,25 @@ def test_the_api_checks_options_too():
     assert make_rule("dfa", net, torch.zeros(1, 1, 8, 8), last_bp="false").cuts == [True]
     with pytest.raises(DflearnError, match="model 'mlp': option activation=3 is not a string"):
         dflearn.build_model("mlp", (1, 8, 8), 10, activation=3)
+
+
+# ---------------------------------------------------------------- closed forms equal what they replace
+
+@pytest.mark.parametrize("name", ["las", "ltas", "dkp"])
+@pytest.mark.parametrize("sequence", [False, True])
+def test_closed_form_feedback_gradients_equal_autograd_of_the_feedback_loss(name, sequence):
+    if sequence:
+        net, x, y = sequence_problem()
+    else:
+        torch.manual_seed(0)
+        net = dflearn.models.mlp((1, 1, 8), 3, widths=[6, 5]).double()
+        x, y = torch.randn(10, 1, 1, 8, dtype=torch.float64), torch.randint(0, 3, (10,))
+    rule = make_rule(name, net, x[:1], **({} if name == "dkp" else {"init": "default"})).double()
+    fwd = rule.forward_pass(net, x, y)
+    rule.zero_grad()
+    rule.feedback_loss(net, fwd).backward()  # the straightforward gradient, by autograd
+    expected = [p.grad.clone() for p in rule.parameters()]
+    capture = dflearn.feedback.dry_run.GradientCapture(rule.parameters())
+    rule.learn_feedback(net, fwd, capture)  # the closed form, handed to the optimizer
+    for got, want in zip(capture.grads, expected):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)

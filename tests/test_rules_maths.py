@@ -82,6 +82,8 @@ def test_head_always_gets_the_exact_gradient():
     net, (x, y) = small_mlp(), batch()
     expected = autograd_grads(net, x, y)
     for name in dflearn.RULES:
+        if name == "pepita":  # by design: its output layer learns e^mod (h_{L-1}^mod)^T, from the second pass
+            continue
         got = rule_grads(net, dflearn.make_rule(name, net, x[:1]), x, y)
         torch.testing.assert_close(got["10.weight"], expected["10.weight"], msg=name)
         torch.testing.assert_close(got["10.bias"], expected["10.bias"], msg=name)

@@ -3,6 +3,7 @@ from typing import Literal
 import torch
 
 from ..feedback.operators import DenseFeedback
+from ..feedback.rule import optimizer_step
 from .base import Pass, register_rule
 from .direct import DirectRule
 
@@ -27,10 +28,20 @@ class DKP(DirectRule):
         return self.on_cut_points(self.feedback.project(fwd.error))
 
     def feedback_loss(self, model, fwd: Pass) -> torch.Tensor:
-        # d/dB of sum((H B) * E) is H^T E, stacked over points: one matmul for all B_i
-        # (rows of H and E: one per sample and position)
-        H = torch.cat([self.layout.points[i].rows(fwd.points[i].detach()) for i in self.feedback.points], dim=1)
-        return ((H @ self.feedback.B) * self.layout.error_rows(fwd.error)).sum()
+        # d/dB of sum((H B) * E) is H^T E, stacked over points (rows: one per sample and position)
+        return ((self._stacked_points(fwd) @ self.feedback.B) * self.layout.error_rows(fwd.error)).sum()
+
+    def learn_feedback(self, model, fwd, feedback_optimizer, sync=None):
+        """dB = H^T E in closed form: one matmul for all B_i, no autograd graph (equal to the
+        gradient of feedback_loss, tests/test_engine.py)."""
+        if feedback_optimizer is None:
+            return
+        feedback_optimizer.zero_grad(set_to_none=True)
+        self.feedback.B.grad = self._stacked_points(fwd).t() @ self.layout.error_rows(fwd.error)
+        optimizer_step(feedback_optimizer, sync)
+
+    def _stacked_points(self, fwd: Pass) -> torch.Tensor:
+        return torch.cat([self.layout.points[i].rows(fwd.points[i].detach()) for i in self.feedback.points], dim=1)
 
     def feedback_cost(self, batch_size):
         """As DFA, plus the update dB_i = h_i^T e: as many MACs again."""

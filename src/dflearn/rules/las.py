@@ -83,6 +83,28 @@ class LAS(Rule):
         # gradient h_i^T (y_i - a_L) / N: eq. 21, averaged over the batch (and positions) like e
         return 0.5 * (y_i - fwd.logits).pow(2).sum(-1).mean()
 
+    def local_error(self, y_rows: torch.Tensor, fwd: Pass) -> torch.Tensor:
+        """d local_loss / d y_i for rows (N prod(S), d_L) of a linear module's output: (y_i - a_L) / rows."""
+        return (y_rows - self.layout.error_rows(fwd.logits)) / len(y_rows)
+
+    def learn_feedback(self, model, fwd, feedback_optimizer, sync=None):
+        """The feedback optimizer's step on `feedback_loss`; for linear modules the gradient in
+        closed form, local_error^T h_i (one matmul, no autograd graph; equal to autograd's,
+        tests/test_engine.py), other modules by autograd."""
+        if feedback_optimizer is None:
+            return
+        feedback_optimizer.zero_grad(set_to_none=True)
+        others = []
+        for point, m, h in zip(self.layout.points, self.local, fwd.points):
+            if isinstance(m, LinearLocal):
+                H = point.rows(h.detach())
+                m.weight.grad = self.local_error(H @ m.weight.detach().t(), fwd).t() @ H
+            else:
+                others.append(self.local_loss(m(h.detach()), fwd))
+        if others:
+            sum(others).backward()
+        optimizer_step(feedback_optimizer, sync)
+
     def feedback_pairs(self, model):
         return matrix_pairs(model, self.layout, {i: m.weight.t() for i, m in enumerate(self.local)
                                                  if isinstance(m, LinearLocal)})

@@ -1,4 +1,5 @@
 import torch
+import torch.nn.functional as F
 
 from ..feedback.rule import default_loss
 from .base import Pass, register_rule
@@ -17,3 +18,8 @@ class LTAS(LAS):
 
     def local_loss(self, y_i: torch.Tensor, fwd: Pass) -> torch.Tensor:
         return default_loss(y_i, fwd.target)
+
+    def local_error(self, y_rows: torch.Tensor, fwd: Pass) -> torch.Tensor:
+        """d CE / d y_i per row: (softmax(y_i) - onehot(y)) / rows."""
+        onehot = F.one_hot(fwd.target.reshape(-1), y_rows.shape[-1]).to(y_rows.dtype)
+        return (y_rows.softmax(-1) - onehot) / len(y_rows)
