@@ -23,6 +23,7 @@ from ..errors import DflearnError
 
 OPTION_MAPS = {"rule_options": "rule_opt", "model_options": "model_opt"}
 SKIP = {"help", "config", "print_config"}
+RECORDS = {"versions"}  # what a run's config.json records but no option sets: ignored when read
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -98,6 +99,8 @@ def file_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
     actions = {a.dest: a for a in parser._actions}
     out = {}
     for key, value in data.items():
+        if key in RECORDS:
+            continue
         if key not in keys:
             near = difflib.get_close_matches(str(key), [k for k in keys if "-" not in k], n=1, cutoff=0.6)
             hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(sorted(k for k in keys if '-' not in k))}"
