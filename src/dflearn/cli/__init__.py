@@ -75,7 +75,7 @@ def interrupted(args) -> str:
     if command == "train":
         from pathlib import Path
         named = getattr(args, "resume", None) or getattr(args, "out", None)
-        out = rundir.STARTED[-1] if rundir.STARTED else Path(named) if named else None
+        out = Path(named) if named else rundir.STARTED[-1] if rundir.STARTED else None
         if out is not None and (out / "config.json").is_file():
             return f"finished epochs are saved in {out}; continue with: dflearn train --resume {out}"
         return "the run had not started, nothing was written"

@@ -19,6 +19,7 @@ import errno
 import json
 import math
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Callable, IO
@@ -54,6 +55,7 @@ class RunLock:
                                    f"it to end or choose another --out") from None
             raise DflearnError(f"cannot lock {self.out}: {_reason(exc)}") from None
         self.fd = fd
+        remove_stale_temporaries(self.out)  # ours alone now: any temporary is a killed writer's
         try:  # who holds it, for the message a second writer gets (informative only: the flock decides)
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -76,6 +78,22 @@ class RunLock:
 
     def __del__(self):
         self.release()
+
+
+TEMPORARY = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp$")  # atomic_write's names
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Remove temporaries a killed writer left (call with the lock held); unlink never follows a link."""
+    try:
+        for entry in os.scandir(folder):
+            if TEMPORARY.match(entry.name) and not entry.is_dir(follow_symlinks=False):
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    pass
+    except OSError:
+        pass
 
 
 def check_out(out: str | os.PathLike) -> None:

@@ -187,12 +187,14 @@ class Trainer:
         the saved configuration except in runtime fields (epochs, device, data location)."""
         rundir.check_out(out)
         out = Path(out)
-        if not (out / "config.json").is_file():
-            raise DflearnError(f"{out} holds no run (no config.json); check the path or start a new run")
+        if not out.is_dir():
+            raise DflearnError(f"{out} holds no run (no such directory); check the path or start a new run")
         lock = kwargs.pop("_lock", None)
         if lock is None and _writer():
             lock = rundir.RunLock(out)  # before reading: nobody else writes it while we resume
         try:
+            if not (out / "config.json").is_file():
+                raise DflearnError(f"{out} holds no run (no config.json); check the path or start a new run")
             return cls._resume(out, config, overrides, lock, kwargs)
         except BaseException:
             if lock is not None:
@@ -438,7 +440,7 @@ class Trainer:
         if self.rank == 0:
             rundir.write_json(self.out / "summary.json", rundir.finite_or_none(summary))
         raise Diverged(f"training diverged at step {self.step} (epoch {epoch}): {what}; {kept} in {self.out}; "
-                       f"{CONTINUE.format(out=self.out)}")
+                       + (CONTINUE if self.epoch else CONTINUE_NEW).format(out=self.out))
 
     def _epoch_line(self, r: dict) -> str:
         line = (f"epoch {r['epoch']:>3}/{self.config.epochs}  train loss {r['train_loss']:.4f}  "
@@ -452,6 +454,7 @@ def _silent(*args, **kwargs) -> None:
     pass
 
 
+CONTINUE_NEW = "start a new run with a smaller --lr"
 CONTINUE = ("start a new run with a smaller --lr (or, to keep the finished epochs, --init-from "
             "{out}/checkpoint.pt with a smaller --lr)")
 
