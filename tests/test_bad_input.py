@@ -197,6 +197,16 @@ def test_out_empty_file_and_unwritable(capsys, tmp_path, monkeypatch):
     one_line(*cli(capsys, "train", "--out", tmp_path / "ro" / "r", *TINY)[::2], 1, r"Read-only file system")
 
 
+@pytest.mark.parametrize("argv", [["compare", "--rules", "dfa", "--seeds", "0", "--epochs", "1", "--out", "{f}"],
+                                  ["plot", "{run}", "--out", "{f}"]], ids=["compare", "plot"])
+def test_other_commands_out_naming_a_file(capsys, tmp_path, run, argv):
+    f = tmp_path / "f"
+    f.write_text("x")
+    code, _, err = cli(capsys, *[a.replace("{f}", str(f)).replace("{run}", str(run)) for a in argv])
+    one_line(code, err, 1, r"is a file|File exists|Not a directory")
+    assert f.read_text() == "x"
+
+
 def test_out_and_resume_together_refused(capsys, tmp_path, run):
     one_line(*cli(capsys, "train", "--out", tmp_path / "x", "--resume", run, "-q")[::2], 1, r"not both")
 

@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `dflearn rules | head`: the reader left; no traceback
         _quiet_stdout()
         return 0
+    except OSError as exc:  # the machine's answer (no space, no permission, a file where a folder belongs)
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"dflearn: error: {exc.strerror or _one_line(exc)}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"dflearn: interrupted; {interrupted(args)}", file=sys.stderr)
         return 130

@@ -100,14 +100,14 @@ def _run_locked(out: Path, config: Config, progress, log, loggers, lock) -> dict
             saved = Config.from_dict(rundir.read_json(out / "config.json", "config.json"))
         except (DflearnError, TypeError):
             saved = None  # damaged: the run starts again below
-        if saved is not None:
-            diff = saved.differences(config.resolved())
-            if diff:
-                raise DflearnError(f"{out} holds a run with another configuration (differs in {', '.join(diff)}); "
-                                   f"give the grid another --out folder")
     done = _summary(out)
-    if saved is not None and done is not None and (done.get("diverged") or done.get("epochs", 0) >= config.epochs):
-        return done  # finished (or diverged: resuming would repeat it)
+    if saved is not None and done is not None:
+        diff = saved.differences(config.resolved())
+        if diff:
+            raise DflearnError(f"{out} holds a run with another configuration (differs in {', '.join(diff)}); "
+                               f"give the grid another --out folder")
+        if done.get("diverged") or done.get("epochs", 0) >= config.epochs:
+            return done  # finished (or diverged: resuming would repeat it)
     from .loggers import make_observers
 
     observers = make_observers(**(loggers or {}))
@@ -155,8 +155,14 @@ def _worker(out: Path, config: Config, threads: int, loggers: dict | None = None
 def run_grid(runs: list[tuple[str, Config]], out: str | Path, *, jobs: int = 1, progress: bool = False,
              log=print, loggers: dict | None = None) -> list[dict]:
     """Run (or finish) every run under `out/NAME`; returns their summaries in order."""
+    from ..training.rundir import check_out
+
+    check_out(out)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DflearnError(f"cannot use {out} as a grid folder: {exc.strerror or exc}; choose another --out") from None
     for name, config in runs:
         config.resolved()  # bad names fail now, not after hours of other runs
     if jobs <= 1:
