@@ -858,3 +858,18 @@ def _state(pid: int) -> str:
         return (Path("/proc") / str(pid) / "status").read_text().split("State:")[1].split("\n")[0].lower()
     except (OSError, IndexError):
         return "zombie"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_under_two_processes_is_130_in_one_line(tmp_path):
+    out, p = _start_two(tmp_path)
+    try:
+        os.killpg(p.pid, signal.SIGINT)  # what the terminal does: the launcher and both workers
+        code = p.wait(timeout=60)
+        err = p.stderr.read()
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert code == 130, err
+    one_line(code, err, 130, rf"interrupted; finished epochs are saved in .*; continue with: dflearn train --resume")
+    _settle(out)

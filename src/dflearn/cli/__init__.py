@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dflearn: error: {exc.strerror or _one_line(exc)}{where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"dflearn: interrupted; {interrupted(args)}", file=sys.stderr)
+        import os
+        if not ("DFLEARN_LAUNCHER_PID" in os.environ and "WORLD_SIZE" in os.environ):  # --nproc: the launcher says it
+            print(f"dflearn: interrupted; {interrupted(args)}", file=sys.stderr)
         return 130
 
 

@@ -190,8 +190,11 @@ def launch(nproc: int, argv: list[str]) -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     os.environ["DFLEARN_LAUNCHER_PID"] = str(os.getpid())  # workers end with this process (die_with_parent)
+    os.environ.setdefault("LOGLEVEL", "ERROR")  # torch elastic's loggers read it when created
     import logging  # the launcher's own log lines repeat what the workers and the line below say
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("torch.distributed.elastic"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     from torch.distributed.elastic.multiprocessing.api import SignalException
 
     try:
@@ -202,6 +205,10 @@ def launch(nproc: int, argv: list[str]) -> None:
         raise DflearnError(f"stopped by signal {signal.Signals(exc.sigval).name}; the workers were ended; "
                            f"continue with --resume") from None
     except ChildFailedError as exc:
+        # Ctrl-C reaches the workers too: each ends with 130 (or dies of SIGINT); that is an interrupt
+        if all(f.exitcode in (130, -signal.SIGINT, -signal.SIGTERM) for f in exc.failures.values()) and \
+                any(f.exitcode in (130, -signal.SIGINT) for f in exc.failures.values()):
+            raise KeyboardInterrupt from None
         # the first failure stops the others (killed by the launcher); say what happened to each
         parts = []
         for rank, f in sorted(exc.failures.items()):
