@@ -488,7 +488,7 @@ def _check_outputs(model: torch.nn.Module, example: torch.Tensor, classes: int, 
                            f"this data set") from None
     finally:
         model.train(was)
-    if not torch.is_tensor(out) or out.dim() != 2 or out.shape[1] != classes:
+    if not torch.is_tensor(out) or out.dim() < 2 or out.shape[-1] != classes:  # (N, classes), or (N, T, vocab)
         shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
         raise DflearnError(f"model '{name}' gives outputs of shape {shape} for one input, but the data set has "
                            f"{classes} classes; give the model {classes} outputs")
