@@ -50,10 +50,18 @@ def finish(runs, out: Path, args) -> None:
     from ..experiments import loggers
 
     loggers.make_observers(**loggers.from_args(args))  # a missing package fails now, not in a worker
-    run_grid(runs, out, jobs=args.jobs, log=log, loggers=loggers.from_args(args))
-    write_table(out, args.layout)
-    print((out / "results.md").read_text(), end="")
-    print(f"table written to {out / 'results.md'} and {out / 'results.csv'}")
+    if args.jobs < 1:
+        raise DflearnError(f"--jobs must be at least 1, got {args.jobs}")
+    summaries = run_grid(runs, out, jobs=args.jobs, log=log, loggers=loggers.from_args(args))
+    diverged = [s for s in summaries if s.get("diverged")]
+    if len(diverged) < len(summaries):
+        write_table(out, args.layout)
+        print((out / "results.md").read_text(), end="")
+        print(f"table written to {out / 'results.md'} and {out / 'results.csv'}")
+    if diverged:
+        raise DflearnError(f"{len(diverged)} of {len(summaries)} run(s) diverged and are left out of the table "
+                           f"(first: {diverged[0].get('out')}: step {diverged[0].get('diverged_at_step')}); "
+                           f"run them again with a smaller --lr")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from ..errors import DflearnError
 
 OPTION_MAPS = {"rule_options": "rule_opt", "model_options": "model_opt"}
 SKIP = {"help", "config", "print_config"}
+RECORDS = {"versions"}  # what a run's config.json records but no option sets: ignored when read
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -98,13 +99,33 @@ def file_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
     actions = {a.dest: a for a in parser._actions}
     out = {}
     for key, value in data.items():
+        if key in RECORDS:
+            continue
         if key not in keys:
             near = difflib.get_close_matches(str(key), [k for k in keys if "-" not in k], n=1, cutoff=0.6)
             hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(sorted(k for k in keys if '-' not in k))}"
             raise DflearnError(f"unknown key '{key}' in config file {path}{hint}")
         dest = keys[key]
-        out[dest] = _as_default(actions[dest], key, value)
+        out[dest] = _typed(actions[dest], key, _as_default(actions[dest], key, value), path)
     return out
+
+
+def _typed(action: argparse.Action, key: str, value, path: str):
+    """A file value the option's type accepts (argparse would otherwise stop with its usage text)."""
+    kind = action.type
+    if kind in (int, float) and value is not None and not isinstance(value, bool):
+        try:
+            converted = kind(value)
+        except (TypeError, ValueError):
+            raise DflearnError(f"config file {path}: '{key}' must be a{'n integer' if kind is int else ' number'}, "
+                               f"got {value!r}") from None
+        if kind is int and isinstance(value, float) and converted != value:
+            raise DflearnError(f"config file {path}: '{key}' must be an integer, got {value!r}")
+        return converted
+    if action.choices is not None and value is not None and not isinstance(value, list) and value not in action.choices:
+        raise DflearnError(f"config file {path}: '{key}' must be one of {', '.join(map(str, action.choices))}, "
+                           f"got {value!r}")
+    return value
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:

@@ -51,6 +51,9 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gamma", type=float, default=S, help="decay per epoch for --schedule exp (default 0.8)")
     g.add_argument("--seed", type=int, default=S, help="seed for weights, feedback and data order (default 0)")
     g.add_argument("--device", default=S, help="auto (default: CUDA if present), cpu, cuda, cuda:N")
+    g.add_argument("--threads", type=int, default=S, metavar="N",
+                   help="CPU threads (default: torch's, recorded in config.json); numbers are reproducible "
+                        "at a fixed thread count")
     g.add_argument("--precision", choices=["fp32", "bf16"], default=S,
                    help="fp32 (default) or bf16: the step and evaluation under torch.autocast, parameters fp32")
     g.add_argument("--compile", action="store_true", default=S, help="torch.compile the model (in place)")
@@ -85,16 +88,24 @@ def resolved_config(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     from ..training import distributed, fit
 
+    if args.nproc < 1:
+        raise DflearnError(f"--nproc must be at least 1, got {args.nproc}")
+    if hasattr(args, "out") and hasattr(args, "resume"):
+        raise DflearnError("give --out (a new run) or --resume DIR (continue one), not both")
+    overrides = config_overrides(args)
     if args.nproc > 1:
+        from ..training import Config
+        if not hasattr(args, "resume"):  # refuse bad values here, not in every worker
+            Config.from_dict({**Config().to_dict(), **overrides}).resolved()
         distributed.launch(args.nproc, distributed.without_option(args.argv, "--nproc"))
         return 0
-    overrides = config_overrides(args)
     from ..experiments import loggers
 
     observers = loggers.make_observers(**loggers.from_args(args))
     try:
-        fit(out=getattr(args, "out", None), resume=getattr(args, "resume", None), progress=not args.quiet,
-            observers=observers, **overrides)
+        with distributed.peer_errors():
+            fit(out=getattr(args, "out", None), resume=getattr(args, "resume", None), progress=not args.quiet,
+                observers=observers, **overrides)
     finally:
         distributed.shutdown()
     return 0

@@ -38,6 +38,13 @@ class Dataset:
                 raise DflearnError(f"{self.name}: {split} images must be uint8 (N, C, H, W), got {tuple(x.shape)} {x.dtype}")
             if len(x) != len(y):
                 raise DflearnError(f"{self.name}: {split} has {len(x)} images but {len(y)} labels; the files are inconsistent, fetch them again")
+            if y.dim() != 1 or y.dtype != torch.int64:
+                raise DflearnError(f"{self.name}: {split} labels must be int64 (N,), got {tuple(y.shape)} {y.dtype}")
+            if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(self.classes)):
+                raise DflearnError(f"{self.name}: {split} labels outside 0..{len(self.classes) - 1}; "
+                                   f"the files are corrupt, fetch them again")
+            if len(x) == 0:
+                raise DflearnError(f"{self.name}: the {split} split is empty; the files are incomplete")
         if not self.mean:  # normalise with the training split's own statistics
             x = self.x_train.float().div_(255)
             self.mean = tuple(x.mean(dim=(0, 2, 3)).tolist())

@@ -107,13 +107,33 @@ class SafeUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        return super().find_class(module, name)
+        found = super().find_class(module, name)
+        if name == "_reconstruct":  # the shape it is given is allocated at once: bound it
+            return _bounded(found)
+        return found
+
+
+MAX_ELEMENTS = 1 << 31  # CIFAR's largest array (train 50,000 x 3,072 bytes) is 14x smaller
+
+
+def _bounded(reconstruct):
+    def checked(subtype, shape, dtype):
+        n = 1
+        for d in (shape if isinstance(shape, tuple) else (shape,)):
+            if not isinstance(d, int) or d < 0:
+                raise pickle.UnpicklingError(f"an array shape {shape!r} that is not a tuple of sizes")
+            n *= d
+        if n > MAX_ELEMENTS:
+            raise pickle.UnpicklingError(f"it asks for an array of {n:,} elements, far beyond any CIFAR batch")
+        return reconstruct(subtype, shape, dtype)
+    return checked
 
 
 def unpickle(files: Files, name: str) -> dict:
     try:
         obj = SafeUnpickler(io.BytesIO(files.read(name)), encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            MemoryError, OverflowError, RecursionError, UnicodeDecodeError) as exc:
         raise DflearnError(f"{files.where(name)}: not a plain CIFAR pickle ({exc}); use the binary version or fetch it again")
     if not isinstance(obj, dict):
         raise DflearnError(f"{files.where(name)}: not a CIFAR batch (a {type(obj).__name__}, not a dict)")
@@ -122,11 +142,26 @@ def unpickle(files: Files, name: str) -> dict:
 
 def read_python(files: Files, name: str, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     d = unpickle(files, name)
-    x, y = np.asarray(d.get("data")), np.asarray(d.get(label_key), dtype=np.int64)
+    try:
+        x, y = np.asarray(d.get("data")), labels(np.asarray(d.get(label_key)), files.where(name))
+    except (TypeError, ValueError, MemoryError):
+        x, y = np.zeros((0,)), np.zeros((1,))
     if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != PIXELS or len(x) != len(y):
         raise DflearnError(f"{files.where(name)}: expected uint8 'data' (N, {PIXELS}) and {len(x)} '{label_key}'; "
                            f"the file is corrupt, fetch it again")
     return x.reshape(-1, 3, 32, 32), y
+
+
+def labels(y: np.ndarray, where: str) -> np.ndarray:
+    """Class labels as int64 (N,): integers only (float labels would be truncated silently)."""
+    if y.ndim != 1:
+        raise DflearnError(f"{where}: labels must have shape (N,), got {y.shape}; the file is not in the "
+                           f"expected form, rewrite it")
+    if y.dtype.kind not in "iu":
+        if y.dtype.kind == "f" and len(y) and np.isfinite(y).all() and (y == np.round(y)).all():
+            return y.astype(np.int64)  # whole numbers stored as floats are fine
+        raise DflearnError(f"{where}: labels must be whole numbers, got {y.dtype} values; rewrite the file")
+    return y.astype(np.int64)
 
 
 def read_npz(path: Path) -> tuple[np.ndarray, ...]:
@@ -134,12 +169,15 @@ def read_npz(path: Path) -> tuple[np.ndarray, ...]:
         with np.load(path, allow_pickle=False) as z:
             arrays = [z[k] for k in ("x_train", "y_train", "x_test", "y_test")]
             names = [str(s) for s in z["label_names"]] if "label_names" in z else None
-    except (OSError, ValueError, KeyError) as exc:
-        raise DflearnError(f"{path}: not an .npz with x_train, y_train, x_test, y_test ({exc}); rewrite it or remove it")
+    except Exception as exc:  # a foreign file: zip, header and array errors of every kind
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise DflearnError(f"{path}: not an .npz with x_train, y_train, x_test, y_test "
+                           f"({type(exc).__name__}: {first}); rewrite it or remove it") from None
     for key, x in (("x_train", arrays[0]), ("x_test", arrays[2])):
         if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (32, 32, 3):
             raise DflearnError(f"{path}: {key} must be uint8 (N, 32, 32, 3), got {x.dtype} {x.shape}")
     xtr, ytr, xte, yte = arrays
+    ytr, yte = labels(ytr, f"{path}: y_train"), labels(yte, f"{path}: y_test")
     return xtr.transpose(0, 3, 1, 2), ytr, xte.transpose(0, 3, 1, 2), yte, names
 
 

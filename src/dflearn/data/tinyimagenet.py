@@ -52,8 +52,12 @@ class Source:
     def image(self, name: str) -> np.ndarray:
         try:
             with Image.open(io.BytesIO(self.read(name))) as im:
+                if im.size != (SIZE, SIZE):  # checked on the header, before decoding (a bomb never decodes)
+                    raise DflearnError(f"{self.path}: {name} is {im.size[0]}x{im.size[1]}, not {SIZE}x{SIZE}; "
+                                       f"this is not TinyImageNet's image, fetch the data again")
                 x = np.asarray(im.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as exc:
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, MemoryError,
+                Image.DecompressionBombError) as exc:
             raise DflearnError(f"{self.path}: {name} is not a readable JPEG ({exc}); fetch the data again") from None
         if x.shape != (SIZE, SIZE, 3):
             raise DflearnError(f"{self.path}: {name} is {x.shape[1]}x{x.shape[0]}, not {SIZE}x{SIZE}; "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 import statistics
 from concurrent.futures import ProcessPoolExecutor
@@ -78,67 +79,127 @@ def run_name(config: Config) -> str:
 
 # ------------------------------------------------------------------ running
 def run_one(out: Path, config: Config, progress: bool = False, log=print, loggers: dict | None = None) -> dict:
-    """Finish the run in `out`: skip it if done, resume it if interrupted, else start it."""
-    summary = out / "summary.json"
-    if summary.exists() and (out / "config.json").exists():
-        saved = Config.from_dict(json.loads((out / "config.json").read_text()))
+    """Finish the run in `out`: skip it if done, resume it if interrupted, else start it.
+
+    The run directory is locked first, so two grids sharing a folder never write one run at once."""
+    from ..training import rundir
+
+    lock = rundir.RunLock(out)
+    try:
+        return _run_locked(out, config, progress, log, loggers, lock)
+    finally:
+        lock.release()
+
+
+def _run_locked(out: Path, config: Config, progress, log, loggers, lock) -> dict:
+    from ..training import rundir
+
+    saved = None
+    if (out / "config.json").is_file():
+        try:
+            saved = Config.from_dict(rundir.read_json(out / "config.json", "config.json"))
+        except (DflearnError, TypeError):
+            saved = None  # damaged: the run starts again below
+    done = _summary(out)
+    if saved is not None and done is not None:
         diff = saved.differences(config.resolved())
         if diff:
             raise DflearnError(f"{out} holds a run with another configuration (differs in {', '.join(diff)}); "
                                f"give the grid another --out folder")
-        done = json.loads(summary.read_text())
-        if done["epochs"] >= config.epochs:
-            return done
+        if done.get("diverged") or done.get("epochs", 0) >= config.epochs:
+            return done  # finished (or diverged: resuming would repeat it)
     from .loggers import make_observers
 
     observers = make_observers(**(loggers or {}))
-    if (out / CHECKPOINT).exists():
-        return Trainer.resume(out, config, progress=progress, log=log, observers=observers).fit()
-    (out / "config.json").unlink(missing_ok=True)  # started but no epoch finished: start again
-    return Trainer(config, out, progress=progress, log=log, observers=observers).fit()
+    if saved is not None and (out / CHECKPOINT).exists():
+        return Trainer.resume(out, config, progress=progress, log=log, observers=observers, _lock=lock).fit()
+    for name in ("config.json", CHECKPOINT, "summary.json"):  # never really started: start again
+        (out / name).unlink(missing_ok=True)
+    return Trainer(config, out, progress=progress, log=log, observers=observers, _lock=lock).fit()
+
+
+def _diverged_too(fn, out: Path, *args) -> dict:
+    """fn(out, ...)'s summary; a run that diverged gives its summary.json (diverged: true) instead of
+    stopping the grid: the other runs go on, the table leaves it out and the command says so."""
+    from ..training.trainer import Diverged
+
+    try:
+        return fn(out, *args)
+    except Diverged as exc:
+        return {**(_summary(out) or {}), "diverged": True, "message": str(exc), "out": str(out)}
+
+
+def _summary(out: Path) -> dict | None:
+    """A run's summary.json, or None if missing or half-written."""
+    from ..training import rundir
+
+    try:
+        done = rundir.read_json(out / "summary.json", "summary.json")
+    except (FileNotFoundError, DflearnError):
+        return None
+    return done if isinstance(done, dict) else None
 
 
 def _worker(out: Path, config: Config, threads: int, loggers: dict | None = None) -> dict:
-    import torch
+    import dataclasses
 
-    torch.set_num_threads(threads)
+    from ..training.distributed import die_with_parent
+
+    os.environ.setdefault("DFLEARN_LAUNCHER_PID", str(os.getppid()))
+    die_with_parent()  # a grid killed hard takes its workers with it
+    if not config.threads:
+        config = dataclasses.replace(config, threads=threads)
     return run_one(out, config, progress=False, log=lambda *a: None, loggers=loggers)
 
 
 def run_grid(runs: list[tuple[str, Config]], out: str | Path, *, jobs: int = 1, progress: bool = False,
              log=print, loggers: dict | None = None) -> list[dict]:
     """Run (or finish) every run under `out/NAME`; returns their summaries in order."""
+    from ..training.rundir import check_out
+
+    check_out(out)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DflearnError(f"cannot use {out} as a grid folder: {exc.strerror or exc}; choose another --out") from None
     for name, config in runs:
         config.resolved()  # bad names fail now, not after hours of other runs
     if jobs <= 1:
         summaries = []
         for k, (name, config) in enumerate(runs, 1):
             log(f"[{k}/{len(runs)}] {name}")
-            summaries.append(run_one(out / name, config, progress, log, loggers))
+            summaries.append(_diverged_too(run_one, out / name, config, progress, log, loggers))
     else:
-        import os
-
         threads = max(1, (os.cpu_count() or 1) // jobs)
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_worker, out / name, config, threads, loggers) for name, config in runs]
+            futures = [pool.submit(_diverged_too, _worker, out / name, config, threads, loggers)
+                       for name, config in runs]
             summaries = []
             for (name, _), f in zip(runs, futures):
                 summaries.append(f.result())
-                log(f"done {name}")
+                log(f"{'diverged' if summaries[-1].get('diverged') else 'done'} {name}")
     return summaries
 
 
 # ------------------------------------------------------------------ tables
 def collect(folder: str | Path) -> list[dict]:
-    """Every finished run under `folder` (or `folder` itself): its config merged with its summary."""
+    """Every finished run under `folder` (or `folder` itself): its config merged with its summary.
+    Runs with a half-written or diverged summary, or a damaged config.json, are left out."""
+    from ..training import rundir
+
     folder = Path(folder)
     dirs = [folder] if (folder / "summary.json").exists() else sorted(p.parent for p in folder.glob("*/summary.json"))
     rows = []
     for d in dirs:
-        config = json.loads((d / "config.json").read_text())
-        rows.append({"dir": str(d), "config": config, **json.loads((d / "summary.json").read_text())})
+        summary = _summary(d)
+        try:
+            config = rundir.read_json(d / "config.json", "config.json")
+        except (FileNotFoundError, DflearnError):
+            continue
+        if not summary or summary.get("diverged") or "best_test_accuracy" not in summary or not isinstance(config, dict):
+            continue
+        rows.append({"dir": str(d), "config": config, **summary})
     return rows
 
 
@@ -216,10 +277,16 @@ def markdown(rows: list[dict], layout: str = "rows") -> str:
 def write_table(folder: str | Path, layout: str = "rows") -> list[dict]:
     """Write results.md and results.csv into `folder`; returns the rows."""
     folder = Path(folder)
+    import io
+
+    from ..training.rundir import atomic_write
+
     rows = table(folder)
-    (folder / "results.md").write_text(markdown(rows, layout))
-    with open(folder / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows([{k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows])
+    text = markdown(rows, layout)
+    atomic_write(folder / "results.md", lambda f: f.write(text.encode()))
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows([{k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows])
+    atomic_write(folder / "results.csv", lambda f: f.write(buf.getvalue().encode()))
     return rows

@@ -74,15 +74,23 @@ def rule_style(rule: str) -> dict:
 
 def load_runs(paths) -> list[dict]:
     """Run directories, or grid folders holding them; each with its config and epoch rows."""
+    from ..training.rundir import read_json, read_jsonl
+
     runs = []
     for path in map(Path, paths):
         dirs = [path] if (path / "metrics.jsonl").exists() else sorted(p.parent for p in path.glob("*/metrics.jsonl"))
         if not dirs:
             raise DflearnError(f"{path} is neither a run directory nor a grid folder (no metrics.jsonl found)")
         for d in dirs:
-            rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()]
+            rows = read_jsonl(d / "metrics.jsonl")  # a torn last line (a writer killed mid-line) is dropped
             if rows:
-                runs.append({"dir": str(d), "config": json.loads((d / "config.json").read_text()), "rows": rows})
+                try:
+                    config = read_json(d / "config.json", "config.json")
+                except FileNotFoundError:
+                    raise DflearnError(f"{d} has metrics.jsonl but no config.json; the run directory is damaged") from None
+                if not isinstance(config, dict):
+                    raise DflearnError(f"{d / 'config.json'} does not hold a configuration; the run directory is damaged")
+                runs.append({"dir": str(d), "config": config, "rows": rows})
     if not runs:
         raise DflearnError("no finished epoch in the given runs; nothing to plot")
     return runs

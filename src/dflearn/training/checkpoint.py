@@ -5,7 +5,6 @@ loads with `torch.load(weights_only=True)`: opening one cannot execute code.
 """
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 
@@ -16,25 +15,44 @@ from ..errors import DflearnError
 CHECKPOINT = "checkpoint.pt"
 
 
-def save_atomic(state: dict, path: Path) -> None:
-    """Write to a temporary file, then rename: a crash leaves the old checkpoint whole."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+def save_atomic(state: dict, path: Path, keep: str = "") -> None:
+    """Write to a unique temporary file, fsync, then rename: a crash, a full disk or a planted
+    symlink leaves the old checkpoint whole (see rundir.atomic_write)."""
+    from .rundir import atomic_write
+
+    atomic_write(path, lambda f: torch.save(state, f), keep=keep)
 
 
 def load(path: Path, map_location="cpu") -> dict:
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
-        raise DflearnError(f"no checkpoint at {path}; the run never finished an epoch, start it again without --resume")
+        raise DflearnError(f"no checkpoint at {path}; the run directory is incomplete: start a new run "
+                           f"(without --resume) in another --out") from None
     except pickle.UnpicklingError:  # weights_only refused a global: a code object or a foreign class
         raise DflearnError(f"{path}: refused to load, it holds Python objects beyond tensors and plain data "
                            f"(loading them could run code); dflearn never writes such files, so do not trust "
                            f"this one") from None
+    except IsADirectoryError:
+        raise DflearnError(f"{path} is a directory, not a checkpoint") from None
     except Exception as exc:  # a torn or foreign file
-        raise DflearnError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0][:120]}); "
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+        raise DflearnError(f"{path}: unreadable checkpoint ({first}); "
                            f"delete the run directory and start again") from None
+    if not isinstance(state, dict):
+        raise DflearnError(f"{path}: not a dflearn checkpoint (a {type(state).__name__}, not a mapping)")
+    return state
+
+
+KEYS = ("config", "epoch", "step", "history", "wall", "model", "rule", "optimizer", "feedback_optimizer",
+        "schedulers", "rng")
+
+
+def check_keys(state: dict, path: Path) -> None:
+    missing = [k for k in KEYS if k not in state]
+    if missing:
+        raise DflearnError(f"{path}: not a complete dflearn checkpoint (missing {', '.join(missing)}); "
+                           f"the run directory is damaged, start a new run")
 
 
 def rng_state(generator: torch.Generator) -> dict:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,8 +41,12 @@ class Config:
     device: str = "auto"
     data_dir: str | None = None
     download: bool = False
+    # CPU threads (0: torch's default, recorded as the number it is): results are reproducible at a
+    # fixed thread count, not across counts (reductions split differently)
+    threads: int = 0
+    versions: dict[str, str] = field(default_factory=dict)  # filled in: torch, dflearn, python (a record)
 
-    RUNTIME = ("epochs", "device", "data_dir", "download")  # may change when a run is resumed
+    RUNTIME = ("epochs", "device", "data_dir", "download", "threads", "versions")  # may change on resume
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -67,10 +72,6 @@ class Config:
 
         d = RULES[self.rule].feedback_defaults
         c = dataclasses.replace(self)
-        # options in their declared types (-o last_bp=false is False), so config.json is canonical
-        # (callables stay as the module:attribute strings that name them)
-        c.rule_options = _named(check_rule_options(c.rule, dict(c.rule_options)), c.rule_options)
-        c.model_options = _named(check_model_options(c.model, dict(c.model_options)), c.model_options)
         c.feedback_optimizer = c.feedback_optimizer or d.get("optimizer", c.optimizer)
         c.feedback_lr = c.feedback_lr if c.feedback_lr is not None else d.get("lr", c.lr)
         if c.feedback_weight_decay is None:
@@ -88,10 +89,16 @@ class Config:
             raise DflearnError(f"unknown precision '{c.precision}'; choose fp32 or bf16")
         if not isinstance(c.compile, bool):
             raise DflearnError(f"compile must be true or false, got {c.compile!r}")
-        if c.epochs < 1 or c.batch_size < 1:
-            raise DflearnError("epochs and batch size must be at least 1")
-        if c.max_steps_per_epoch < 0 or c.align_every < 0:
-            raise DflearnError("max steps per epoch and align every must be 0 (off) or positive")
+        _check_values(c)
+        # options in their declared types (-o last_bp=false is False), so config.json is canonical
+        # (callables stay as the module:attribute strings that name them)
+        c.rule_options = _named(check_rule_options(c.rule, dict(c.rule_options)), c.rule_options)
+        c.model_options = _named(check_model_options(c.model, dict(c.model_options)), c.model_options)
+        if not c.threads:
+            import torch
+            c.threads = torch.get_num_threads()
+        if not c.versions:
+            c.versions = _versions()
         return c
 
     def differences(self, other: "Config") -> list[str]:
@@ -104,3 +111,65 @@ class Config:
 
 def _named(checked: dict, given: dict) -> dict:
     return {k: given[k] if callable(v) else v for k, v in checked.items()}
+
+
+def _versions() -> dict[str, str]:
+    import platform
+
+    import torch
+
+    from .. import __version__
+    return {"dflearn": str(__version__), "torch": str(torch.__version__), "python": platform.python_version()}
+
+
+INTS = {"epochs": 1, "batch_size": 1, "max_steps_per_epoch": 0, "align_every": 0, "threads": 0, "seed": 0}
+BOOLS = ("nesterov", "compile", "download")
+STRINGS = ("rule", "model", "dataset", "optimizer", "schedule", "precision", "device", "feedback_optimizer",
+           "feedback_schedule")
+OPTIONAL_STRINGS = ("augment", "data_dir")
+MAPPINGS = ("rule_options", "model_options", "versions")
+FLAG = {"max_steps_per_epoch": "max-steps-per-epoch", "align_every": "align-every", "batch_size": "batch-size",
+        "weight_decay": "weight-decay", "feedback_lr": "feedback-lr", "feedback_weight_decay": "feedback-weight-decay",
+        "feedback_gamma": "feedback-gamma"}
+
+
+def _name(key: str) -> str:
+    return "--" + FLAG.get(key, key.replace("_", "-"))
+
+
+def _check_values(c: Config) -> None:
+    """Types and ranges of every field, for the CLI and the API alike: one line naming the option."""
+    for key, low in INTS.items():
+        v = getattr(c, key)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise DflearnError(f"{_name(key)} must be a whole number, got {v!r}")
+        if v < low:
+            what = "at least 1" if low == 1 else "0 (off) or positive" if key in ("max_steps_per_epoch", "align_every") \
+                else "0 or positive" if key == "seed" else "0 (torch's default) or positive"
+            raise DflearnError(f"{_name(key)} must be {what}, got {v}")
+    for key in BOOLS:
+        if not isinstance(getattr(c, key), bool):
+            raise DflearnError(f"{key} must be true or false, got {getattr(c, key)!r}")
+    for key in STRINGS:
+        if not isinstance(getattr(c, key), str) or not getattr(c, key):
+            raise DflearnError(f"{_name(key)} must be a non-empty name, got {getattr(c, key)!r}")
+    for key in OPTIONAL_STRINGS:
+        if getattr(c, key) is not None and not isinstance(getattr(c, key), str):
+            raise DflearnError(f"{_name(key)} must be a string, got {getattr(c, key)!r}")
+    for key in MAPPINGS:
+        if not isinstance(getattr(c, key), dict):
+            raise DflearnError(f"{key} must be a mapping of names to values, got {getattr(c, key)!r}")
+    # rates: finite and positive (a rate of 0 trains nothing; learned feedback may be frozen with 0);
+    # decays and momentum: finite, not negative (momentum below 1: at 1 or more SGD's velocity never decays)
+    checks = (("lr", 0.0, False), ("feedback_lr", 0.0, True), ("weight_decay", 0.0, True),
+              ("feedback_weight_decay", 0.0, True), ("momentum", 0.0, True), ("gamma", 0.0, False),
+              ("feedback_gamma", 0.0, False))
+    for key, low, inclusive in checks:
+        v = getattr(c, key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise DflearnError(f"{_name(key)} must be a number, got {v!r}")
+        if not math.isfinite(v) or v < low or (v == low and not inclusive):
+            bound = "0 or more" if inclusive else "more than 0"
+            raise DflearnError(f"{_name(key)} must be a finite number, {bound}; got {v!r}")
+    if c.momentum >= 1:
+        raise DflearnError(f"--momentum must be below 1 (SGD's velocity would never decay), got {c.momentum!r}")

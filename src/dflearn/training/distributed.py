@@ -17,7 +17,9 @@ the model's state_dict keys. One flat all-reduce per optimizer step does it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from typing import Callable
 
 import torch
@@ -38,6 +40,7 @@ def setup(device: torch.device) -> torch.device:
     CUDA, gloo otherwise), and return the device this process trains on: under CUDA,
     process k of a node takes cuda:k (LOCAL_RANK)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        die_with_parent()
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank, size = world()
     if size == 1 or device.type != "cuda":
@@ -49,6 +52,48 @@ def setup(device: torch.device) -> torch.device:
     device = torch.device("cuda", local)
     torch.cuda.set_device(device)
     return device
+
+
+def die_with_parent() -> None:
+    """In a worker started by `launch` (DFLEARN_LAUNCHER_PID set): end when the launcher ends, however
+    it ends (Linux PR_SET_PDEATHSIG), so that no worker goes on writing a run directory alone."""
+    launcher = os.environ.get("DFLEARN_LAUNCHER_PID")
+    if not launcher:
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the launcher died before the line above: it will never signal us
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+PEER_WORDS = ("connection", "closed", "peer", "gloo", "nccl", "timed out", "timeout", "broken pipe", "reset by")
+
+
+@contextlib.contextmanager
+def peer_errors():
+    """Under several processes, a peer that died makes the survivors' next collective fail with a long
+    backend traceback: turn it into one line."""
+    try:
+        yield
+    except DflearnError:
+        raise
+    except RuntimeError as exc:  # DistBackendError and gloo's errors are RuntimeErrors
+        rank, size = world()
+        text = str(exc).strip()
+        if size == 1 and not isinstance(exc, getattr(dist, "DistError", ())):
+            raise
+        if not isinstance(exc, getattr(dist, "DistError", ())) and not any(w in text.lower() for w in PEER_WORDS):
+            raise
+        first = (text.splitlines() or [type(exc).__name__])[0][:160]
+        from .rundir import STARTED
+        how = f"dflearn train --resume {STARTED[-1]}" if STARTED else "--resume"
+        raise DflearnError(f"process {rank} of {size} lost contact with the other training processes ({first}); "
+                           f"one of them failed or was killed: see its message, then continue with {how}") from None
 
 
 def shutdown() -> None:
@@ -144,13 +189,39 @@ def launch(nproc: int, argv: list[str]) -> None:
     package_root = str(Path(__file__).resolve().parents[2])
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    os.environ["DFLEARN_LAUNCHER_PID"] = str(os.getpid())  # workers end with this process (die_with_parent)
+    os.environ.setdefault("LOGLEVEL", "ERROR")  # torch elastic's loggers read it when created
+    import logging  # the launcher's own log lines repeat what the workers and the line below say
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("torch.distributed.elastic"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
     try:
         run(parse_args(["--standalone", f"--nproc_per_node={nproc}", "-m", "dflearn", *argv]))
+    except SignalException as exc:  # the launcher's handler: the workers have been stopped
+        if exc.sigval == signal.SIGINT:
+            raise KeyboardInterrupt from None
+        raise DflearnError(f"stopped by signal {signal.Signals(exc.sigval).name}; the workers were ended; "
+                           f"continue with --resume") from None
     except ChildFailedError as exc:
-        # the first failure stops the others (negative codes: killed by the launcher)
-        failed = sorted(rank for rank, f in exc.failures.items() if f.exitcode > 0) or sorted(exc.failures)
-        raise DflearnError(f"training process(es) {', '.join(map(str, failed))} of {nproc} failed, "
-                           f"see the message(s) above") from None
+        # Ctrl-C reaches the workers too: each ends with 130 (or dies of SIGINT); that is an interrupt
+        if all(f.exitcode in (130, -signal.SIGINT, -signal.SIGTERM) for f in exc.failures.values()) and \
+                any(f.exitcode in (130, -signal.SIGINT) for f in exc.failures.values()):
+            raise KeyboardInterrupt from None
+        # the first failure stops the others (killed by the launcher); say what happened to each
+        parts = []
+        for rank, f in sorted(exc.failures.items()):
+            if f.exitcode < 0:
+                try:
+                    name = signal.Signals(-f.exitcode).name
+                except ValueError:
+                    name = str(-f.exitcode)
+                parts.append(f"process {rank} was killed by {name}")
+            else:
+                parts.append(f"process {rank} exited with code {f.exitcode}")
+        raise DflearnError(f"training failed under {nproc} processes: {'; '.join(parts)} "
+                           f"(the others were stopped); see the message(s) above") from None
 
 
 def without_option(argv: list[str], flag: str) -> list[str]:

@@ -5,11 +5,20 @@ A run directory holds `config.json` (the resolved configuration),
 every epoch: model, feedback state, optimizers, schedulers, RNG states, history)
 and, once finished, `summary.json`. `--resume` continues from the checkpoint and
 reproduces the uninterrupted run's numbers exactly.
+
+The directory defends itself (see rundir.py): a run holds an exclusive lock on it for its
+whole life; the initial state is checkpointed before the first step, so a run interrupted at
+any moment can be resumed; every file is replaced atomically and durably. Divergence: the
+training loss (every 25 steps and per epoch), the test loss and every parameter and buffer are
+checked before anything is written; a value that is not finite or exceeds LOSS_LIMIT stops the
+run with the last (finite) checkpoint kept, a summary.json saying where it diverged and a
+non-zero exit.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -27,11 +36,18 @@ from ..feedback.step import train_step
 from ..models import build_model
 from ..rules import make_rule
 from . import distributed
-from .checkpoint import CHECKPOINT, load, rng_state, save_atomic, set_rng_state
+from . import rundir
+from .checkpoint import CHECKPOINT, check_keys, load, rng_state, save_atomic, set_rng_state
 from .config import Config
 from .modes import autocast, compile_model
 
 PAPER_MILESTONES = (0.50, 0.75, 0.89, 0.94)  # (ref) LR x0.25 at these fractions of the epochs
+# a loss above this (cross-entropy starts near ln(classes) < 10 nats) or not finite is divergence
+LOSS_LIMIT = 1e6
+
+
+class Diverged(DflearnError):
+    """Training diverged; the run directory keeps its last finite checkpoint and says so in summary.json."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -87,10 +103,32 @@ class Trainer:
     """
 
     def __init__(self, config: Config, out: str | Path | None = None, *, progress: bool = True,
-                 log=print, observers=(), _state: dict | None = None):
+                 log=print, observers=(), _state: dict | None = None, _lock: rundir.RunLock | None = None):
         config, model, rule = plugins.split_objects(config)  # fit(model=nn.Module, rule=Rule or Rule(...))
         self.config = config = config.resolved()
+        if out is not None:
+            rundir.check_out(out)
         self.out = Path(out) if out is not None else default_out(config)
+        created = not self.out.exists()
+        # the writer (rank 0) holds the run directory from now until fit() ends
+        self._lock = _lock if _lock is not None or not _writer() else rundir.RunLock(self.out)
+        self._fresh = _state is None
+        try:
+            self._setup(config, model, rule, progress, log, observers, _state)
+        except BaseException:
+            self.close()
+            if created:
+                _remove_if_only_lock(self.out)
+            raise
+
+    def close(self) -> None:
+        """Release the run directory's lock (fit() does it when it ends)."""
+        if getattr(self, "_lock", None) is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _setup(self, config, model, rule, progress, log, observers, _state) -> None:
+        torch.set_num_threads(config.threads)
         self.device = distributed.setup(resolve_device(config.device))
         self.rank, self.world = distributed.world()
         self.progress, self.log = progress and self.rank == 0, log if self.rank == 0 else _silent
@@ -100,13 +138,14 @@ class Trainer:
         # .epoch(trainer, row), .close()
         self.observers = list(observers) if self.rank == 0 else []
         if _state is None and (self.out / "config.json").exists():
-            raise DflearnError(f"{self.out} already holds a run; continue it with --resume {self.out} "
+            raise DflearnError(f"{self.out} already holds a run; continue it with dflearn train --resume {self.out} "
                                f"or choose another --out")
         torch.manual_seed(config.seed)
         self.data = load_dataset(config.dataset, config.data_dir, config.download)
         self.model = (model if model is not None else build_model(
             config.model, self.data.input_shape, self.data.num_classes, **config.model_options)).to(self.device)
         example = torch.zeros(1, *self.data.input_shape, device=self.device)
+        _check_outputs(self.model, example, self.data.num_classes, config.model)
         self.rule = (rule if rule is not None else make_rule(
             config.rule, self.model, example, **config.rule_options)).to(self.device)
         if config.compile:  # after the rule's probe: compilation happens at the first training step
@@ -127,7 +166,13 @@ class Trainer:
         self.test_batches = Batches(self.data, "test", 1000, device=self.device)
         self.epoch, self.step, self.history, self.wall = 0, 0, [], 0.0
         if _state is not None:
-            self._load_state(_state)
+            try:
+                self._load_state(_state)
+            except (KeyError, IndexError, RuntimeError, ValueError, TypeError, AttributeError) as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+                raise DflearnError(f"{self.out / CHECKPOINT} does not fit this run's model, rule or optimizers "
+                                   f"({type(exc).__name__}: {first}); the checkpoint is damaged or from another "
+                                   f"run: start a new run") from None
         distributed.check_batches(c.batch_size, len(self.data.x_train))
         distributed.check_identical(self.rule.state_dict(), "feedback matrices",
                                     "every process must draw them from the same --seed")
@@ -140,11 +185,42 @@ class Trainer:
                **kwargs) -> "Trainer":
         """Continue the run in `out`. `config` or `overrides`, if given, must agree with
         the saved configuration except in runtime fields (epochs, device, data location)."""
+        rundir.check_out(out)
         out = Path(out)
+        if not out.is_dir():
+            raise DflearnError(f"{out} holds no run (no such directory); check the path or start a new run")
+        lock = kwargs.pop("_lock", None)
+        if lock is None and _writer():
+            lock = rundir.RunLock(out)  # before reading: nobody else writes it while we resume
         try:
-            saved = Config.from_dict(json.loads((out / "config.json").read_text()))
-        except FileNotFoundError:
-            raise DflearnError(f"{out} holds no run (no config.json); check the path or start a new run") from None
+            if not (out / "config.json").is_file():
+                raise DflearnError(f"{out} holds no run (no config.json); check the path or start a new run")
+            return cls._resume(out, config, overrides, lock, kwargs)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+
+    @classmethod
+    def _resume(cls, out: Path, config, overrides, lock, kwargs) -> "Trainer":
+        data = rundir.read_json(out / "config.json", "config.json")
+        if not isinstance(data, dict):
+            raise DflearnError(f"{out / 'config.json'} does not hold a configuration (a mapping); the run "
+                               f"directory is damaged: repair or delete it")
+        try:
+            saved = Config.from_dict(data)
+            saved.resolved()  # types and ranges, as for a new run
+        except (DflearnError, TypeError) as exc:
+            raise DflearnError(f"{out / 'config.json'}: {exc}; the run directory is damaged: repair or delete it") from None
+        summary = out / "summary.json"
+        if summary.is_file():
+            try:
+                done = rundir.read_json(summary, "summary.json")
+            except DflearnError:
+                done = {}
+            if isinstance(done, dict) and done.get("diverged"):
+                raise DflearnError(f"{out} diverged at step {done.get('diverged_at_step')}; resuming would repeat "
+                                   f"it: {CONTINUE.format(out=out)}")
         wanted = config.resolved() if config is not None else saved
         if overrides:
             wanted = Config.from_dict({**wanted.to_dict(), **overrides}).resolved()
@@ -156,10 +232,19 @@ class Trainer:
         for k in Config.RUNTIME:
             setattr(saved, k, getattr(wanted, k))
         state = load(out / CHECKPOINT)
-        if Config.from_dict(state["config"]).differences(saved):
+        check_keys(state, out / CHECKPOINT)
+        try:
+            other = Config.from_dict(state["config"]).differences(saved)
+        except (DflearnError, TypeError, AttributeError):
+            other = True
+        if other:
             raise DflearnError(f"{out / CHECKPOINT} belongs to another configuration than {out / 'config.json'}; "
                                f"the run directory is inconsistent, start a new run")
-        return cls(saved, out, _state=state, **kwargs)
+        done = state["epoch"]
+        if isinstance(done, int) and saved.epochs < done:
+            raise DflearnError(f"{out} has already trained {done} epochs; --epochs {saved.epochs} would rewrite its "
+                               f"history: resume with --epochs {done} or more, or read {out / 'summary.json'}")
+        return cls(saved, out, _state=state, _lock=lock, **kwargs)
 
     def state_dict(self) -> dict:
         return {
@@ -186,13 +271,27 @@ class Trainer:
 
     # --------------------------------------------------------------- training
     def fit(self) -> dict:
-        """Train until `config.epochs`, writing the run directory; returns the summary."""
+        """Train until `config.epochs`, writing the run directory; returns the summary.
+
+        Raises `Diverged` (a DflearnError) if the run diverged: see the module's docstring."""
+        if self.rank == 0 and self._lock is None:
+            self._lock = rundir.RunLock(self.out)
+        try:
+            return self._fit()
+        finally:
+            self.close()
+
+    def _fit(self) -> dict:
         c, main = self.config, self.rank == 0
+        keep = f"free space or fix the folder, then continue with dflearn train --resume {self.out}"
         if main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(json.dumps(c.to_dict(), indent=2) + "\n")
-            with open(self.out / "metrics.jsonl", "w") as f:  # drops rows of an epoch that never checkpointed
-                f.writelines(json.dumps(row) + "\n" for row in self.history)
+            if self._fresh:  # the initial state first: from here on the run can always be resumed
+                save_atomic(self.state_dict(), self.out / CHECKPOINT, keep)
+                self._fresh = False
+            rundir.write_json(self.out / "config.json", c.to_dict(), keep=keep)
+            # drops rows of an epoch that never checkpointed
+            rundir.write_lines(self.out / "metrics.jsonl", self.history, keep=keep)
+            rundir.STARTED.append(self.out)
         if self.epoch == 0:
             procs = f" x {self.world} processes" if self.world > 1 else ""
             self.log(f"dflearn: {c.rule} on {c.dataset} ({len(self.data.x_train)} train / "
@@ -203,16 +302,18 @@ class Trainer:
             start = time.perf_counter()
             row = self.train_epoch()
             row.update(self.evaluate())
+            self._check_epoch(row)  # before anything of this epoch is written
+            row = rundir.finite_or_none(row)
             row["eval_seconds"] = round(time.perf_counter() - start - row["seconds"], 4)
             self.epoch += 1
             self.wall += time.perf_counter() - start
             self.history.append(row)
             if main:
-                with open(self.out / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(row) + "\n")
-                save_atomic(self.state_dict(), self.out / CHECKPOINT)
+                # checkpoint first: metrics.jsonl never holds an epoch the checkpoint lacks
+                save_atomic(self.state_dict(), self.out / CHECKPOINT, keep)
+                rundir.write_lines(self.out / "metrics.jsonl", self.history, keep=keep)
                 if _improved(self.history, "val_acc"):  # best by validation (never by test), beside the last
-                    save_atomic(self.state_dict(), self.out / BEST)
+                    save_atomic(self.state_dict(), self.out / BEST, keep)
             self.log(self._epoch_line(row))
             for o in self.observers:
                 o.epoch(self, row)
@@ -220,7 +321,7 @@ class Trainer:
             o.close()
         summary = self.summary()
         if main:
-            (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            rundir.write_json(self.out / "summary.json", rundir.finite_or_none(summary), keep=keep)
         self.log(f"{c.rule} · {c.model} · {c.dataset}: test accuracy {summary['final_test_accuracy']:.2%} "
                  f"(best {summary['best_test_accuracy']:.2%} at epoch {summary['best_epoch']}), "
                  f"{summary['wall_seconds']:.1f} s; run saved in {self.out}")
@@ -261,11 +362,12 @@ class Trainer:
         loss_sum, correct, seen = distributed.sum_over_processes(loss_sum, correct,
                                                                  torch.tensor(seen, device=self.device))
         seen = int(seen)
+        lr = self.optimizer.param_groups[0]["lr"]  # the rate this epoch trained at
         for s in self.schedulers:
             if s is not None:
                 s.step()
         row = {"epoch": epoch, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
-               "seconds": round(seconds, 4), "lr": self.optimizer.param_groups[0]["lr"], "step": self.step}
+               "seconds": round(seconds, 4), "lr": lr, "step": self.step}
         self._check_finite(row["train_loss"], epoch, len(self.train_batches) - 1)
         if aligns:  # epoch means per point of each diagnostic ('alignment': the signal's)
             for key in aligns[0]:
@@ -307,13 +409,38 @@ class Trainer:
         }
 
     # ---------------------------------------------------------------- helpers
-    def _check_finite(self, value: float, epoch: int, step: int) -> None:
-        if math.isfinite(value):
+    def _check_finite(self, value: float, epoch: int, step: int, what: str = "training loss") -> None:
+        if math.isfinite(value) and abs(value) <= LOSS_LIMIT:
             return
-        kept = (f"the last checkpoint (epoch {self.epoch}) in {self.out} is intact" if self.epoch
-                else "no epoch finished, so no checkpoint was written")
-        raise DflearnError(f"loss became {value} at epoch {epoch}, step {step}: training diverged; "
-                           f"{kept}; lower --lr and start a new run")
+        self._diverged(f"{what} {value:.3g}", epoch)
+
+    def _check_epoch(self, row: dict) -> None:
+        """The epoch's losses and every parameter and buffer: finite and within LOSS_LIMIT."""
+        epoch = self.epoch + 1
+        for key in ("train_loss", "val_loss", "test_loss"):
+            if key in row:
+                self._check_finite(row[key], epoch, self.step, key.replace("_", " "))
+        for owner, module in (("model", self.model), ("rule", self.rule)):
+            tensors = [t for t in module.state_dict().values() if torch.is_tensor(t) and t.is_floating_point()]
+            if tensors:
+                bad = ~torch.stack([t.detach().isfinite().all() for t in tensors])
+                if bool(bad.any()):
+                    name = [k for k, t in module.state_dict().items()
+                            if torch.is_tensor(t) and t.is_floating_point()][int(bad.nonzero()[0])]
+                    self._diverged(f"{owner} parameter '{name}' not finite", epoch)
+
+    def _diverged(self, what: str, epoch: int) -> None:
+        """Record the divergence in summary.json (the checkpoint keeps the last finite epoch) and stop."""
+        c = self.config
+        kept = (f"the last checkpoint (epoch {self.epoch}, finite) is kept" if self.epoch
+                else "the checkpoint keeps the initial state")
+        summary = {"rule": c.rule, "model": c.model, "dataset": c.dataset, "epochs": c.epochs, "seed": c.seed,
+                   "diverged": True, "diverged_at_step": self.step, "diverged_in_epoch": epoch, "cause": what,
+                   "epochs_done": self.epoch, "loss_limit": LOSS_LIMIT, "out": str(self.out)}
+        if self.rank == 0:
+            rundir.write_json(self.out / "summary.json", rundir.finite_or_none(summary))
+        raise Diverged(f"training diverged at step {self.step} (epoch {epoch}): {what}; {kept} in {self.out}; "
+                       + (CONTINUE if self.epoch else CONTINUE_NEW).format(out=self.out))
 
     def _epoch_line(self, r: dict) -> str:
         line = (f"epoch {r['epoch']:>3}/{self.config.epochs}  train loss {r['train_loss']:.4f}  "
@@ -325,6 +452,46 @@ class Trainer:
 
 def _silent(*args, **kwargs) -> None:
     pass
+
+
+CONTINUE_NEW = "start a new run with a smaller --lr"
+CONTINUE = ("start a new run with a smaller --lr (or, to keep the finished epochs, --init-from "
+            "{out}/checkpoint.pt with a smaller --lr)")
+
+
+def _writer() -> bool:
+    """Whether this process writes run directories: rank 0 (set by torchrun before the group exists)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _remove_if_only_lock(out: Path) -> None:
+    """Remove a run directory this process created if nothing but its lock file was written."""
+    try:
+        if [p.name for p in out.iterdir()] in ([], [rundir.LOCK]):
+            (out / rundir.LOCK).unlink(missing_ok=True)
+            out.rmdir()
+    except OSError:
+        pass
+
+
+def _check_outputs(model: torch.nn.Module, example: torch.Tensor, classes: int, name: str) -> None:
+    """The model gives one output per class (else the first batch fails or trains silently wrong)."""
+    was = model.training
+    model.eval()  # no batch statistics updated, no dropout draw: the run's numbers are unchanged
+    try:
+        with torch.no_grad():
+            out = model(example)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise DflearnError(f"model '{name}' fails on one input of the data set's shape "
+                           f"{tuple(example.shape[1:])} ({type(exc).__name__}: {first}); choose a model for "
+                           f"this data set") from None
+    finally:
+        model.train(was)
+    if not torch.is_tensor(out) or out.dim() < 2 or out.shape[-1] != classes:  # (N, classes), or (N, T, vocab)
+        shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+        raise DflearnError(f"model '{name}' gives outputs of shape {shape} for one input, but the data set has "
+                           f"{classes} classes; give the model {classes} outputs")
 
 
 BEST = "best.pt"
@@ -347,8 +514,13 @@ class _TextLog:
         self.inner(*parts, **kwargs)
         path = self.path()
         if path.parent.is_dir():
-            with open(path, "a") as f:
-                f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + " ".join(map(str, parts)) + "\n")
+            line = time.strftime("%Y-%m-%d %H:%M:%S ") + " ".join(map(str, parts)) + "\n"
+            try:  # a convenience copy, never through a planted link; the run's real writes report a full disk
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+                with os.fdopen(fd, "a") as f:
+                    f.write(line)
+            except OSError:
+                pass
 
 
 def _nanmean(values) -> float | None:
