@@ -843,7 +843,20 @@ def test_workers_end_with_their_launcher(tmp_path):
     for w in alive:
         os.kill(w, signal.SIGKILL)
     assert not alive, "workers outlived their launcher"
+    _wait_for_lock(out)  # the kernel drops the dead workers' lock once their exit completes
     _settle(out)  # the directory is free again and whole
+
+
+def _wait_for_lock(out: Path, seconds: float = 30) -> None:
+    deadline = time.time() + seconds
+    while True:
+        try:
+            rundir.RunLock(out).release()
+            return
+        except DflearnError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _settle(out: Path) -> None:
