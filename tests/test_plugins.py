@@ -85,6 +85,18 @@ def test_user_code_under_nproc_2(tmp_path):
     check_run(tmp_path / "run")
 
 
+def test_user_code_in_cost_and_reproduce(tmp_path, capsys, data_dir):
+    (tmp_path / "mynets_rc.py").write_text(USER_CODE)  # cwd is tmp_path: importable as ./mynets_rc.py
+    assert main(["cost", "--model", "mynets_rc:wide", "--rules", "dfa,mynets_rc:HalfDFA", "--brief"]) == 0
+    assert "| mynets_rc:HalfDFA " in capsys.readouterr().out
+    assert main(["reproduce", "las-alignment", "--budget", "smoke", "--rules", "dfa,mynets_rc:HalfDFA",
+                 "--max-steps-per-epoch", "2", "--data-dir", str(data_dir), "-q", "--out", str(tmp_path / "g")]) == 0
+    runs = sorted(p.name for p in (tmp_path / "g").iterdir() if (p / "summary.json").exists())
+    assert len(runs) == 2 and "-dfa_init=product_-" in runs[0], runs  # the preset's dfa keeps its options
+    assert runs[1].endswith("mynets_rc_HalfDFA-seed0")
+    assert json.loads((tmp_path / "g" / runs[1] / "config.json").read_text())["rule"] == "mynets_rc:HalfDFA"
+
+
 @pytest.fixture
 def installed_plugin(tmp_path):
     """A distribution 'dflearn-myplug' as pip would leave it: the module and a dist-info with entry points."""
