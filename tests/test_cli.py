@@ -105,8 +105,26 @@ def test_listings_say_what_users_need(capsys, monkeypatch, tmp_path):
     lines = capsys.readouterr().out.splitlines()
     options = lines[lines.index(next(l for l in lines if l.startswith("conv3bn "))) + 1]
     assert "batchnorm: bool = True (preset)" in options  # not the builder's default False
+    from dflearn.models.mlp import ACTIVATIONS
+    mlp = lines[lines.index(next(l for l in lines if l.startswith("mlp "))) + 1]
+    assert f"activation: {'|'.join(ACTIVATIONS)} = 'relu'" in mlp  # a Literal option lists its allowed values
+    assert not any("seed 00" in l.lower() for l in lines)
     monkeypatch.setenv("DFLEARN_DATA_DIR", str(tmp_path / "empty"))
     assert main(["datasets"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[lines.index(next(l for l in lines if l.startswith("mnist"))) + 1].strip().startswith("not found")
     assert lines[lines.index(next(l for l in lines if l.startswith("digits"))) + 1].strip().startswith("present")
+
+
+def test_rule_options_annotated_literal_list_their_values():
+    from typing import Literal
+
+    from dflearn.cli.info import _options
+    from dflearn.rules import rule_options
+    from dflearn.rules.dfa import DFA
+
+    class Picky(DFA):  # as a rule (built-in or a plugin) declares a closed set of values
+        def __init__(self, model, example_input, *, init: Literal["kaiming", "product", "zeros"] = "kaiming"):
+            super().__init__(model, example_input, init=init)
+
+    assert _options(rule_options(Picky), fn=Picky.__init__) == "init: kaiming|product|zeros = 'kaiming'"
