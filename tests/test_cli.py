@@ -128,3 +128,9 @@ def test_rule_options_annotated_literal_list_their_values():
             super().__init__(model, example_input, init=init)
 
     assert _options(rule_options(Picky), fn=Picky.__init__) == "init: kaiming|product|zeros = 'kaiming'"
+
+
+def test_compare_seed_is_that_one_seed(tmp_path):
+    assert main(["compare", "--rules", "dfa", "--seed", "5", "--epochs", "1", "--max-steps-per-epoch", "2",
+                 "-m", "widths=[8]", "-q", "--out", str(tmp_path / "g")]) == 0
+    assert [p.name for p in (tmp_path / "g").iterdir() if p.is_dir()] == ["digits-mlp-noaug-lr0.001-dfa-seed5"]
