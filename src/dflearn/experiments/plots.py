@@ -37,7 +37,7 @@ from .grid import NOT_A_CELL, _rule_key, rule_label  # noqa: E402
 
 DIAGNOSTICS = {"alignment": ("signal alignment with BP", "cosine"),
                "update_alignment": ("weight-update alignment with BP", "cosine"),
-               "feedback_angle": ("angle between B_i and (W_L...W_{i+1})^T", "angle (degrees)")}
+               "feedback_angle": (r"angle between $B_i$ and $(W_L \cdots W_{i+1})^T$", "angle (degrees)")}
 
 # rule -> (colour, marker): a fixed pair per built-in rule, the same in every figure
 STYLES = {"bp": ("#000000", "o"), "shallow": ("#7f7f7f", "*"), "dfa": ("#ff7f0e", "s"), "sdfa": ("#d62728", "v"),
@@ -186,7 +186,7 @@ def learning_curves(runs: list[dict]) -> Figure:
     for ax in axes:
         _epochs_axis(ax, last)
     axes[0].legend(fontsize=8)
-    fig.suptitle(title(runs))
+    fig.suptitle(title(runs), wrap=True)
     return fig
 
 
@@ -235,9 +235,13 @@ def alignment_curves(runs: list[dict], key: str = "alignment") -> Figure | None:
     for ax in axes[0]:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
-    if handles:
-        axes[0][0].legend(handles.values(), handles.keys(), fontsize=8)
-    fig.suptitle(f"{what} — {title(runs)}")
+    if handles:  # below the panels, where it hides no curve (matplotlib >= 3.7), else in the first panel
+        try:
+            fig.legend(handles.values(), handles.keys(), fontsize=8, loc="outside lower center",
+                       ncol=min(len(handles), 4))
+        except ValueError:
+            axes[0][0].legend(handles.values(), handles.keys(), fontsize=8)
+    fig.suptitle(f"{what}\n{title(runs)}", wrap=True)  # two lines: a long title fits the figure
     return fig
 
 
