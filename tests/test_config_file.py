@@ -83,3 +83,15 @@ def test_print_config_is_a_file_that_config_reads_back(tmp_path, capsys, command
     (tmp_path / "printed.yaml").write_text(printed)
     assert main([command[0], "--config", str(tmp_path / "printed.yaml"), "--print-config"]) == 0
     assert capsys.readouterr().out == printed
+
+
+@pytest.mark.parametrize("name, command", [("dfa-mnist.yaml", "train"), ("fc-mnist-grid.yaml", "compare"),
+                                           ("las-alignment-short.yaml", "reproduce")])
+def test_the_example_config_files_are_read(capsys, name, command):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "configs" / name
+    assert path.read_text().startswith(f"# dflearn {command} --config examples/configs/{name}")
+    assert main([command, "--config", str(path), "--print-config"]) == 0
+    printed = __import__("yaml").safe_load(capsys.readouterr().out)
+    assert {"train": "rule", "compare": "rules", "reproduce": "name"}[command] in printed
