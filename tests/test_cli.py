@@ -134,3 +134,20 @@ def test_compare_seed_is_that_one_seed(tmp_path):
     assert main(["compare", "--rules", "dfa", "--seed", "5", "--epochs", "1", "--max-steps-per-epoch", "2",
                  "-m", "widths=[8]", "-q", "--out", str(tmp_path / "g")]) == 0
     assert [p.name for p in (tmp_path / "g").iterdir() if p.is_dir()] == ["digits-mlp-noaug-lr0.001-dfa-seed5"]
+
+
+def test_rules_lists_the_allowed_values_of_every_literal_option(capsys):
+    import typing
+
+    from dflearn.options import hints
+    from dflearn.rules import RULES, rule_options
+
+    assert main(["rules"]) == 0
+    out = capsys.readouterr().out
+    found = 0
+    for cls in RULES.values():
+        for name, hint in hints(cls.__init__).items():
+            if name in rule_options(cls) and typing.get_origin(hint) is typing.Literal:
+                assert f"{name}: {'|'.join(typing.get_args(hint))} = " in out, (cls.name, name)
+                found += 1
+    assert found >= 5  # dfa, drtp, dkp, las, ltas: init
