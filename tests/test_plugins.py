@@ -120,15 +120,22 @@ plughalf = "dflearn_myplug:HalfDFA"
 @pytest.fixture
 def installed_plugin(tmp_path):
     """A test package 'dflearn-myplug' declaring the entry points in its pyproject.toml, installed by pip
-    into tmp_path/site (offline: no index, no build isolation). Where setuptools is missing (pip cannot
-    build then), the dist-info pip would leave is written by hand."""
+    into tmp_path/site (offline: no index, no build isolation). Where this environment cannot build a
+    wheel offline (no setuptools, or one older than 70.1 without the wheel package), the dist-info pip
+    would leave is written by hand."""
+    import importlib.metadata
     import importlib.util
+    import re
 
     site, source = tmp_path / "site", tmp_path / "dflearn-myplug"
     source.mkdir()
     (source / "dflearn_myplug.py").write_text(USER_CODE)
     (source / "pyproject.toml").write_text(PLUGIN_PYPROJECT)
-    if importlib.util.find_spec("setuptools"):
+    try:
+        version = tuple(int(x) for x in re.findall(r"\d+", importlib.metadata.version("setuptools"))[:2])
+    except importlib.metadata.PackageNotFoundError:
+        version = (0, 0)
+    if version >= (64, 0) and (version >= (70, 1) or importlib.util.find_spec("wheel")):
         r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
                             "--no-build-isolation", "--target", str(site), str(source)], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
