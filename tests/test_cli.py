@@ -104,10 +104,10 @@ def test_listings_say_what_users_need(capsys, monkeypatch, tmp_path):
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
     options = lines[lines.index(next(l for l in lines if l.startswith("conv3bn "))) + 1]
-    assert "batchnorm: bool = True (preset)" in options  # not the builder's default False
+    assert "batchnorm (true or false) = True (preset)" in options  # not the builder's default False
     from dflearn.models.mlp import ACTIVATIONS
     mlp = lines[lines.index(next(l for l in lines if l.startswith("mlp "))) + 1]
-    assert f"activation: {'|'.join(ACTIVATIONS)} = 'relu'" in mlp  # a Literal option lists its allowed values
+    assert f"activation (one of {', '.join(ACTIVATIONS)}) = 'relu'" in mlp  # a Literal option lists its allowed values
     assert not any("seed 00" in l.lower() for l in lines)
     monkeypatch.setenv("DFLEARN_DATA_DIR", str(tmp_path / "empty"))
     assert main(["datasets"]) == 0
@@ -127,7 +127,7 @@ def test_rule_options_annotated_literal_list_their_values():
         def __init__(self, model, example_input, *, init: Literal["kaiming", "product", "zeros"] = "kaiming"):
             super().__init__(model, example_input, init=init)
 
-    assert _options(rule_options(Picky), fn=Picky.__init__) == "init: kaiming|product|zeros = 'kaiming'"
+    assert _options(Picky.__init__, rule_options(Picky)) == "init (one of kaiming, product, zeros) = 'kaiming'"
 
 
 def test_compare_seed_is_that_one_seed(tmp_path):
@@ -148,6 +148,6 @@ def test_rules_lists_the_allowed_values_of_every_literal_option(capsys):
     for cls in RULES.values():
         for name, hint in hints(cls.__init__).items():
             if name in rule_options(cls) and typing.get_origin(hint) is typing.Literal:
-                assert f"{name}: {'|'.join(typing.get_args(hint))} = " in out, (cls.name, name)
+                assert f"{name} (one of {', '.join(typing.get_args(hint))}) = " in out, (cls.name, name)
                 found += 1
     assert found >= 5  # dfa, drtp, dkp, las, ltas: init
