@@ -43,9 +43,9 @@ DIAGNOSTICS = {"alignment": ("signal alignment with BP", "cosine"),
 STYLES = {"bp": ("#000000", "o"), "shallow": ("#7f7f7f", "*"), "dfa": ("#ff7f0e", "s"), "sdfa": ("#d62728", "v"),
           "drtp": ("#8c564b", "d"), "dkp": ("#9467bd", "h"), "las": ("#1f77b4", "^"), "ltas": ("#2ca02c", "D"),
           "fa": ("#e377c2", "<"), "kp": ("#17becf", ">"), "usf": ("#bcbd22", "p"), "frsf": ("#000080", "8"),
-          "brsf": ("#800000", "P"), "wm": ("#556b2f", "X")}
+          "brsf": ("#800000", "P"), "wm": ("#556b2f", "X"), "pepita": ("#ff00ff", "H"), "localheads": ("#b8860b", "+")}
 # for any other rule (a plugin, module:Class, a built-in rule not in STYLES yet), by a hash of its name
-EXTRA = ["#008080", "#ff1493", "#b8860b", "#4b0082", "#00bfff", "#a0522d", "#32cd32", "#6a5acd"]
+EXTRA = ["#008080", "#ff1493", "#4b0082", "#00bfff", "#a0522d", "#32cd32", "#6a5acd", "#cd853f"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "d", "8"]
 LINESTYLES = ["-", "--", "-."]
 SHORT = {"max_steps_per_epoch": "steps/epoch", "batch_size": "batch", "model_options": "model",
