@@ -104,9 +104,50 @@ def test_listings_say_what_users_need(capsys, monkeypatch, tmp_path):
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
     options = lines[lines.index(next(l for l in lines if l.startswith("conv3bn "))) + 1]
-    assert "batchnorm: bool = True (preset)" in options  # not the builder's default False
+    assert "batchnorm (true or false) = True (preset)" in options  # not the builder's default False
+    from dflearn.models.mlp import ACTIVATIONS
+    mlp = lines[lines.index(next(l for l in lines if l.startswith("mlp "))) + 1]
+    assert f"activation (one of {', '.join(ACTIVATIONS)}) = 'relu'" in mlp  # a Literal option lists its allowed values
+    assert not any("seed 00" in l.lower() for l in lines)
     monkeypatch.setenv("DFLEARN_DATA_DIR", str(tmp_path / "empty"))
     assert main(["datasets"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[lines.index(next(l for l in lines if l.startswith("mnist"))) + 1].strip().startswith("not found")
     assert lines[lines.index(next(l for l in lines if l.startswith("digits"))) + 1].strip().startswith("present")
+
+
+def test_rule_options_annotated_literal_list_their_values():
+    from typing import Literal
+
+    from dflearn.cli.info import _options
+    from dflearn.rules import rule_options
+    from dflearn.rules.dfa import DFA
+
+    class Picky(DFA):  # as a rule (built-in or a plugin) declares a closed set of values
+        def __init__(self, model, example_input, *, init: Literal["kaiming", "product", "zeros"] = "kaiming"):
+            super().__init__(model, example_input, init=init)
+
+    assert _options(Picky.__init__, rule_options(Picky)) == "init (one of kaiming, product, zeros) = 'kaiming'"
+
+
+def test_compare_seed_is_that_one_seed(tmp_path):
+    assert main(["compare", "--rules", "dfa", "--seed", "5", "--epochs", "1", "--max-steps-per-epoch", "2",
+                 "-m", "widths=[8]", "-q", "--out", str(tmp_path / "g")]) == 0
+    assert [p.name for p in (tmp_path / "g").iterdir() if p.is_dir()] == ["digits-mlp-noaug-lr0.001-dfa-seed5"]
+
+
+def test_rules_lists_the_allowed_values_of_every_literal_option(capsys):
+    import typing
+
+    from dflearn.options import hints
+    from dflearn.rules import RULES, rule_options
+
+    assert main(["rules"]) == 0
+    out = capsys.readouterr().out
+    found = 0
+    for cls in RULES.values():
+        for name, hint in hints(cls.__init__).items():
+            if name in rule_options(cls) and typing.get_origin(hint) is typing.Literal:
+                assert f"{name} (one of {', '.join(typing.get_args(hint))}) = " in out, (cls.name, name)
+                found += 1
+    assert found >= 5  # dfa, drtp, dkp, las, ltas: init

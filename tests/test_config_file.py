@@ -71,3 +71,27 @@ def test_compare_reads_a_runs_config_json_as_that_rule_and_seed(tmp_path, capsys
     assert main(["compare", "--config", str(tmp_path / "config.json"), "--out", str(tmp_path / "g"), "-q"]) == 0
     runs = sorted(p.name for p in (tmp_path / "g").iterdir() if p.is_dir())
     assert len(runs) == 1 and runs[0].endswith("bp-seed4"), runs  # --seed 4 is one seed, not 0,1,2
+
+
+@pytest.mark.parametrize("command", [["train", "--rule", "dfa", "-o", "init=product", "-m", "widths=[32,16]"],
+                                     ["compare", "--rules", "bp,dfa", "--seed", "3", "--out", "g"],
+                                     ["reproduce", "las-alignment", "--rules", "dfa,las"]])
+def test_print_config_is_a_file_that_config_reads_back(tmp_path, capsys, command):
+    assert main([*command, "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    assert not printed.startswith("{") and len(printed.splitlines()) > 5  # one key per line
+    (tmp_path / "printed.yaml").write_text(printed)
+    assert main([command[0], "--config", str(tmp_path / "printed.yaml"), "--print-config"]) == 0
+    assert capsys.readouterr().out == printed
+
+
+@pytest.mark.parametrize("name, command", [("dfa-mnist.yaml", "train"), ("fc-mnist-grid.yaml", "compare"),
+                                           ("las-alignment-short.yaml", "reproduce")])
+def test_the_example_config_files_are_read(capsys, name, command):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "configs" / name
+    assert path.read_text().startswith(f"# dflearn {command} --config examples/configs/{name}")
+    assert main([command, "--config", str(path), "--print-config"]) == 0
+    printed = __import__("yaml").safe_load(capsys.readouterr().out)
+    assert {"train": "rule", "compare": "rules", "reproduce": "name"}[command] in printed

@@ -33,6 +33,16 @@ def test_tensorboard_has_the_config_as_hparams(tmp_path):
                 found = {k: v for k, v in data.session_start_info.hparams.items()}
     assert found["rule"].string_value == "dfa" and found["lr"].number_value == pytest.approx(0.002)
     assert json.loads(found["model_options"].string_value) == {"widths": [8]}
+    scalars = {}  # tag -> steps, over the events files
+    for events in (tmp_path / "r" / "tensorboard").glob("events.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            scalars.setdefault(tag, []).extend(e.step for e in acc.Scalars(tag))
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert sorted(scalars["epoch/test_acc"]) == [r["step"] for r in rows] == [4, 8]  # one axis: the global step
+    alignment = [t for t in scalars if t.startswith("alignment/")]
+    assert alignment and all(sorted(scalars[t]) == [0, 2, 4, 6] for t in alignment)  # at the measured steps
 
 
 def test_compare_tensorboard_writes_one_log_per_run(tmp_path):

@@ -48,9 +48,14 @@ def test_one_colour_per_rule_and_the_same_in_every_figure(one_epoch_runs):
 
 
 def test_every_registered_rule_has_its_own_colour():
+    from dflearn.experiments.plots import EXTRA, STYLES
+
     builtin = [n for n, cls in RULES.items() if cls.__module__.startswith("dflearn.rules.")]
+    assert set(builtin) <= set(STYLES), f"give {set(builtin) - set(STYLES)} a colour and marker in plots.STYLES"
     styles = {n: rule_style(n) for n in builtin}
     assert len({s["color"] for s in styles.values()}) == len(builtin)
+    assert len({s["marker"] for s in styles.values()}) == len(builtin)  # told apart in greyscale too
+    assert rule_style("mymodule:MyRule")["color"] in EXTRA  # a plugin never takes a built-in rule's colour
     assert rule_style("mymodule:MyRule") == rule_style("mymodule:MyRule")  # stable for any name
 
 

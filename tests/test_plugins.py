@@ -85,16 +85,68 @@ def test_user_code_under_nproc_2(tmp_path):
     check_run(tmp_path / "run")
 
 
+def test_user_code_in_cost_and_reproduce(tmp_path, capsys, data_dir):
+    (tmp_path / "mynets_rc.py").write_text(USER_CODE)  # cwd is tmp_path: importable as ./mynets_rc.py
+    assert main(["cost", "--model", "mynets_rc:wide", "--rules", "dfa,mynets_rc:HalfDFA", "--brief"]) == 0
+    assert "| mynets_rc:HalfDFA " in capsys.readouterr().out
+    assert main(["reproduce", "las-alignment", "--budget", "smoke", "--rules", "dfa,mynets_rc:HalfDFA",
+                 "--max-steps-per-epoch", "2", "--data-dir", str(data_dir), "-q", "--out", str(tmp_path / "g")]) == 0
+    runs = sorted(p.name for p in (tmp_path / "g").iterdir() if (p / "summary.json").exists())
+    assert len(runs) == 2 and "-dfa_init=product_-" in runs[0], runs  # the preset's dfa keeps its options
+    assert runs[1].endswith("mynets_rc_HalfDFA-seed0")
+    assert json.loads((tmp_path / "g" / runs[1] / "config.json").read_text())["rule"] == "mynets_rc:HalfDFA"
+
+
+PLUGIN_PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=64"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "dflearn-myplug"
+version = "0.1"
+
+[tool.setuptools]
+py-modules = ["dflearn_myplug"]
+
+[project.entry-points."dflearn.models"]
+plugwide = "dflearn_myplug:wide"
+
+[project.entry-points."dflearn.rules"]
+plughalf = "dflearn_myplug:HalfDFA"
+"""
+
+
 @pytest.fixture
 def installed_plugin(tmp_path):
-    """A distribution 'dflearn-myplug' as pip would leave it: the module and a dist-info with entry points."""
-    site = tmp_path / "site"
-    (site / "dflearn_myplug-0.1.dist-info").mkdir(parents=True)
-    (site / "dflearn_myplug.py").write_text(USER_CODE)
-    (site / "dflearn_myplug-0.1.dist-info" / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: dflearn-myplug\nVersion: 0.1\n")
-    (site / "dflearn_myplug-0.1.dist-info" / "entry_points.txt").write_text(
-        "[dflearn.models]\nplugwide = dflearn_myplug:wide\n\n[dflearn.rules]\nplughalf = dflearn_myplug:HalfDFA\n")
+    """A test package 'dflearn-myplug' declaring the entry points in its pyproject.toml, installed by pip
+    into tmp_path/site (offline: no index, no build isolation). Where this environment cannot build a
+    wheel offline (no setuptools, or one older than 70.1 without the wheel package), the dist-info pip
+    would leave is written by hand."""
+    import importlib.metadata
+    import importlib.util
+    import re
+
+    site, source = tmp_path / "site", tmp_path / "dflearn-myplug"
+    source.mkdir()
+    (source / "dflearn_myplug.py").write_text(USER_CODE)
+    (source / "pyproject.toml").write_text(PLUGIN_PYPROJECT)
+    try:
+        version = tuple(int(x) for x in re.findall(r"\d+", importlib.metadata.version("setuptools"))[:2])
+    except importlib.metadata.PackageNotFoundError:
+        version = (0, 0)
+    if version >= (64, 0) and (version >= (70, 1) or importlib.util.find_spec("wheel")):
+        r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
+                            "--no-build-isolation", "--target", str(site), str(source)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    else:
+        info = site / "dflearn_myplug-0.1.dist-info"
+        info.mkdir(parents=True)
+        (site / "dflearn_myplug.py").write_text(USER_CODE)
+        (info / "METADATA").write_text("Metadata-Version: 2.1\nName: dflearn-myplug\nVersion: 0.1\n")
+        (info / "entry_points.txt").write_text(
+            "[dflearn.models]\nplugwide = dflearn_myplug:wide\n\n[dflearn.rules]\nplughalf = dflearn_myplug:HalfDFA\n")
+    assert list(site.glob("dflearn_myplug-0.1.dist-info/entry_points.txt"))
     (tmp_path / "work").mkdir()
     return site, tmp_path / "work"
 

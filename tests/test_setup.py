@@ -58,6 +58,8 @@ def test_readme_offers_a_cpu_wheel_and_ci_never_uses_the_pytorch_index():
     readme = " ".join(setup_commands())
     assert "--index-url https://download.pytorch.org/whl/cpu" in readme
     assert "venv" in readme
+    section = re.search(r"^## Set-up.*?(?=^## )", (ROOT / "README.md").read_text(), re.S | re.M).group(0)
+    assert re.search(r"GPU: pip install torch\s*$", section, re.M), "the ordinary wheel where there is a GPU"
     assert ["dflearn", "train"] in simple_commands(setup_commands())  # the main job: a short run on digits
     assert "download.pytorch.org" not in (ROOT / ".ci" / "run").read_text()
     assert ["pip", "install", "torch==2.13.0"] in ci_commands()

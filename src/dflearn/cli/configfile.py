@@ -164,5 +164,16 @@ def print_config(args: argparse.Namespace) -> int:
 
     resolved = getattr(args, "resolved_config", None)
     data = resolved(args) if resolved else options(args)
-    print(yaml.safe_dump(data, sort_keys=False, default_flow_style=None), end="")
+
+    class Dumper(yaml.SafeDumper):
+        """One key per line (the top level always in block style, even when every value is a scalar);
+        a mapping or list of scalars inside it on one line, as `rule_options: {init: product}`."""
+
+    def flat(value) -> bool:
+        return not any(isinstance(v, (dict, list, tuple)) for v in (value.values() if isinstance(value, dict) else value))
+
+    Dumper.add_representer(dict, lambda d, v: d.represent_mapping("tag:yaml.org,2002:map", v.items(),
+                                                                  flow_style=flat(v) and v is not data))
+    Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=flat(v)))
+    print(yaml.dump(data, Dumper=Dumper, sort_keys=False), end="")
     return 0

@@ -56,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         rules += args.rule
     rules = rules or [r for r in sorted(RULES) if r != "bp"]
+    from ..plugins import find_rule
+    for r in rules:  # module:Class or an installed plugin, as in train and compare
+        find_rule(r)
     costs = compare(model, rules, torch.zeros(1, *shape), args.batch_size, **parse_options(args.rule_opt, "rule"))
     print(f"{args.model} on {args.dataset} input {'x'.join(map(str, shape))}, {classes} outputs; "
           f"one training step of batch {args.batch_size}\n")
@@ -77,12 +80,12 @@ def run(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     text = "MACs, feedback memory and data movement of one training step per rule, beside BP"
     p = sub.add_parser("cost", help=text, description=text + " (conventions: docs/cost.md).")
-    p.add_argument("--model", default="mlp", help="model name (default mlp; see 'dflearn models')")
+    p.add_argument("--model", default="mlp", help="model name, module:function or a plugin (default mlp; see 'dflearn models')")
     p.add_argument("-m", "--model-opt", action="append", metavar="KEY=VALUE", help="model option, repeatable")
     p.add_argument("--dataset", default="digits", help="data set giving the input shape and classes (default digits)")
     p.add_argument("--input-shape", metavar="C,H,W", help="input shape, instead of the data set's")
     p.add_argument("--num-classes", type=int, help="number of outputs d_L, instead of the data set's")
-    p.add_argument("--rules", help="comma-separated rules to cost (default: every rule); BP is always shown")
+    p.add_argument("--rules", help="comma-separated rules to cost, names, module:Class or plugins (default: every built-in rule); BP is always shown")
     p.add_argument("--rule", action="append", help=argparse.SUPPRESS)  # deprecated: repeated --rule X
     p.add_argument("-o", "--rule-opt", action="append", metavar="KEY=VALUE",
                    help="rule option, repeatable, given to the rules that take it (e.g. -o k=1)")

@@ -48,6 +48,13 @@ def run(args: argparse.Namespace) -> int:
         grid = grid.filtered(dataset=args.only_dataset)
     if args.seeds:
         grid = dataclasses.replace(grid, seeds=_list(args.seeds, int))
+    if args.rules:  # the preset's experiment with other rules, the user's own too (module:Class, plugins)
+        rules = _list(args.rules)
+        from ..plugins import find_rule
+        for r in rules:
+            find_rule(r)
+        grid = dataclasses.replace(grid, rules=rules, rule_options={r: grid.rule_options.get(r, {}) for r in rules},
+                                   variants=[{k: x for k, x in v.items() if k != "rules"} for v in grid.variants])
     changes = {k: getattr(args, k) for k in ("epochs", "max_steps_per_epoch", "align_every", "device", "data_dir")
                if getattr(args, k) is not None}
     grid = dataclasses.replace(grid, base={**grid.base, **changes},
@@ -72,6 +79,8 @@ def register(sub) -> None:
     g = p.add_argument_group("cutting a budget down (say so when you report numbers)")
     g.add_argument("--dataset", dest="only_dataset", help="run only the part of the preset on this data set")
     g.add_argument("--seeds", help="comma-separated seeds instead of the preset's")
+    g.add_argument("--rules", help="comma-separated rules instead of the preset's: names, module:Class or plugins "
+                                   "(a preset rule keeps its options, e.g. dfa init=product)")
     g.add_argument("--epochs", type=int, help="epochs instead of the preset's")
     g.add_argument("--max-steps-per-epoch", type=int, help="end each epoch after N batches")
     g.add_argument("--align-every", type=int, help="alignment interval instead of the preset's")

@@ -5,12 +5,12 @@ Each function returns the matplotlib Figure. Every run is drawn as a thin line
 are several, drawn again as their mean (gid 'mean:LABEL') with a ±1 std band.
 
 Conventions, the same in every figure:
-- a rule has one colour and one marker everywhere (`rule_style`): the built-in rules
-  (those the registry holds from dflearn's own modules) each take a slot of PALETTE
-  found from a hash of the name, probing to the next free slot in name order, so
-  every built-in rule has its own colour and adding a rule moves no other one
-  unless their hashes collide; other rules (plugins, module:Class) hash into the
-  palette. Options of one rule (dfa vs dfa[init=product]) change the line style.
+- a rule has one colour and one marker everywhere (`rule_style`): each built-in rule has its
+  own entry in STYLES, colours picked to stay apart in CIELAB (the rules plotted together
+  most, bp/shallow/dfa/sdfa/drtp/dkp/las/ltas, by a colour difference of at least 28) and
+  a marker no other rule has; other rules (plugins, module:Class) hash into EXTRA colours,
+  which no built-in rule uses. Options of one rule (dfa vs dfa[init=product]) change the
+  line style.
 - markers on every line (every point when a run has up to 20, else about 10), so a
   one-epoch run is a visible dot;
 - accuracy in %, losses on a log scale, integer epoch ticks; titles name the data
@@ -37,39 +37,29 @@ from .grid import NOT_A_CELL, _rule_key, rule_label  # noqa: E402
 
 DIAGNOSTICS = {"alignment": ("signal alignment with BP", "cosine"),
                "update_alignment": ("weight-update alignment with BP", "cosine"),
-               "feedback_angle": ("angle between B_i and (W_L...W_{i+1})^T", "angle (degrees)")}
+               "feedback_angle": (r"angle between $B_i$ and $(W_L \cdots W_{i+1})^T$", "angle (degrees)")}
 
-# 20 colours distinct on white and from each other (tab10, then ten darker or purer hues)
-PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-           "#bcbd22", "#17becf", "#000000", "#000080", "#b8860b", "#008080", "#c71585", "#32cd32",
-           "#800000", "#4b0082", "#fa8072", "#556b2f"]
+# rule -> (colour, marker): a fixed pair per built-in rule, the same in every figure
+STYLES = {"bp": ("#000000", "o"), "shallow": ("#7f7f7f", "*"), "dfa": ("#ff7f0e", "s"), "sdfa": ("#d62728", "v"),
+          "drtp": ("#8c564b", "d"), "dkp": ("#9467bd", "h"), "las": ("#1f77b4", "^"), "ltas": ("#2ca02c", "D"),
+          "fa": ("#e377c2", "<"), "kp": ("#17becf", ">"), "usf": ("#bcbd22", "p"), "frsf": ("#000080", "8"),
+          "brsf": ("#800000", "P"), "wm": ("#556b2f", "X"), "pepita": ("#ff00ff", "H"), "localheads": ("#b8860b", "+")}
+# for any other rule (a plugin, module:Class, a built-in rule not in STYLES yet), by a hash of its name
+EXTRA = ["#008080", "#ff1493", "#4b0082", "#00bfff", "#a0522d", "#32cd32", "#6a5acd", "#cd853f"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "d", "8"]
 LINESTYLES = ["-", "--", "-."]
 SHORT = {"max_steps_per_epoch": "steps/epoch", "batch_size": "batch", "model_options": "model",
          "weight_decay": "wd"}
 
 
-def _slots() -> dict[str, int]:
-    from ..rules import RULES
-
-    builtin = sorted(n for n, cls in RULES.items() if cls.__module__.startswith("dflearn.rules."))
-    if len(builtin) > len(PALETTE):
-        raise AssertionError(f"PALETTE has {len(PALETTE)} colours for {len(builtin)} built-in rules; add colours")
-    taken: dict[int, str] = {}
-    for name in builtin:
-        slot = zlib.crc32(name.encode()) % len(PALETTE)
-        while slot in taken:
-            slot = (slot + 1) % len(PALETTE)
-        taken[slot] = name
-    return {name: slot for slot, name in taken.items()}
-
-
 def rule_style(rule: str) -> dict:
     """{'color', 'marker'} of a rule name, the same in every figure."""
-    slot = _slots().get(rule)
-    if slot is None:
-        slot = zlib.crc32(rule.encode()) % len(PALETTE)
-    return {"color": PALETTE[slot], "marker": MARKERS[slot % len(MARKERS)]}
+    if rule in STYLES:
+        color, marker = STYLES[rule]
+    else:
+        h = zlib.crc32(rule.encode())
+        color, marker = EXTRA[h % len(EXTRA)], MARKERS[h // len(EXTRA) % len(MARKERS)]
+    return {"color": color, "marker": marker}
 
 
 def load_runs(paths) -> list[dict]:
@@ -204,7 +194,7 @@ def learning_curves(runs: list[dict]) -> Figure:
     for ax in axes:
         _epochs_axis(ax, last)
     axes[0].legend(fontsize=8)
-    fig.suptitle(title(runs))
+    fig.suptitle(title(runs), wrap=True)
     return fig
 
 
@@ -253,9 +243,13 @@ def alignment_curves(runs: list[dict], key: str = "alignment") -> Figure | None:
     for ax in axes[0]:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
-    if handles:
-        axes[0][0].legend(handles.values(), handles.keys(), fontsize=8)
-    fig.suptitle(f"{what} — {title(runs)}")
+    if handles:  # below the panels, where it hides no curve (matplotlib >= 3.7), else in the first panel
+        try:
+            fig.legend(handles.values(), handles.keys(), fontsize=8, loc="outside lower center",
+                       ncol=min(len(handles), 4))
+        except ValueError:
+            axes[0][0].legend(handles.values(), handles.keys(), fontsize=8)
+    fig.suptitle(f"{what}\n{title(runs)}", wrap=True)  # two lines: a long title fits the figure
     return fig
 
 

@@ -1,6 +1,6 @@
 """The papers' experiments as grids, at three budgets.
 
-`paper`: the papers' epochs and settings (RULES.md), for a GPU. `short`: about
+`paper`: the papers' epochs and settings, for a GPU. `short`: about
 an hour of an idle 2-core CPU. `smoke`: seconds to a minute, a few batches per
 epoch, to check that everything runs. A preset is only a `Grid` per budget;
 `dflearn reproduce` runs it with the same machinery as `dflearn compare`.
@@ -56,7 +56,7 @@ def estimate_seconds(grid: Grid) -> float:
 
 def _las_alignment(budget: str) -> Grid:
     # The paper: plain SGD lr 1e-4, 100 epochs, alignment at every iteration. On a CPU budget
-    # SGD lr 1e-4 moves nothing in a few epochs (RULES.md), so short/smoke switch to Adam lr 1e-4.
+    # SGD lr 1e-4 moves nothing in a few epochs, so short/smoke switch to Adam lr 1e-4.
     base = {"dataset": "mnist", "model": "mlp-mnist", "batch_size": 64, "lr": 1e-4}
     rules, options = ["dfa", "las", "ltas"], {"dfa": {"init": "product"}}  # LAS/LTAS: product init by default
     if budget == "paper":

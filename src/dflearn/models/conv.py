@@ -42,7 +42,7 @@ def conv3(input_shape, num_classes, channels=(96, 128, 256), hidden=(2048, 2048)
 
 @register_model("dkpnet")
 def dkpnet(input_shape, num_classes, channels: int = 32, hidden: int = 128) -> nn.Sequential:
-    """Seed 003's small net: conv3x3 (no pad) + BN + ReLU, conv3x3 (pad 1) + BN + ReLU,
+    """The DKP paper's small net: conv3x3 (no pad) + BN + ReLU, conv3x3 (pad 1) + BN + ReLU,
     maxpool 2, FC 128, FC d_L (BN after every conv: DKP needs it for stability)."""
     c, h, w = input_shape
     layers = [nn.Conv2d(c, channels, 3), nn.BatchNorm2d(channels), nn.ReLU(), FeedbackPoint(),

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+from typing import Literal
+
 from torch import nn
 
 from ..errors import DflearnError
@@ -14,9 +16,10 @@ ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": 
 
 
 @register_model("mlp")
-@register_model("mlp-mnist", widths=(1024, 1024))  # seed 001's FC MNIST net: 784-1024-1024-10
-@register_model("mlp-cifar", widths=(4096, 4096, 4096))  # seed 001's FC CIFAR net: 3072-4096x3-d_L
-def mlp(input_shape, num_classes, widths=(1024, 1024), activation: str = "relu") -> nn.Sequential:
+@register_model("mlp-mnist", widths=(1024, 1024))  # the LAS paper's FC MNIST net: 784-1024-1024-10
+@register_model("mlp-cifar", widths=(4096, 4096, 4096))  # the LAS paper's FC CIFAR net: 3072-4096x3-d_L
+def mlp(input_shape, num_classes, widths=(1024, 1024),
+        activation: Literal[tuple(ACTIVATIONS)] = "relu") -> nn.Sequential:  # `dflearn models` lists the choices
     """MLP with the given hidden widths; a feedback point after every hidden activation."""
     if activation not in ACTIVATIONS:
         raise DflearnError(f"unknown activation '{activation}'; choose one of: {', '.join(ACTIVATIONS)}")

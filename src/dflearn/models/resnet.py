@@ -1,4 +1,4 @@
-"""ResNet18 with block-wise direct feedback (seed 001 §IV.B; Launay et al. 2020).
+"""ResNet18 with block-wise direct feedback (LAS paper §IV.B; Launay et al. 2020).
 
 A FeedbackPoint after every residual block: BP runs inside a block (both
 convolutions and the shortcut), and a direct rule cuts the graph between
