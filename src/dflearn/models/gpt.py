@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import DflearnError
 from ..feedback.point import FeedbackPoint
+from .base import register_model
 
 
 class CausalSelfAttention(nn.Module):
@@ -83,3 +84,13 @@ class GPT(nn.Module):
             raise DflearnError(f"gpt: a sequence of {T} tokens is longer than the context {self.context}")
         x = self.drop(self.embed(ids) + self.position[:T])
         return self.head(self.norm(self.blocks(x)))
+
+
+@register_model("gpt")
+def gpt(input_shape, num_classes, context: int = 128, layers: int = 4, width: int = 128, heads: int = 4,
+        dropout: float = 0.0, points: str = "block") -> GPT:
+    """Character GPT for text data (tinyshakespeare, text:PATH): pre-LN causal transformer, points per block or sublayer."""
+    if len(input_shape) != 1:
+        raise DflearnError(f"gpt models text (ids of shape (N, T)), not input {tuple(input_shape)}; "
+                           f"use --dataset tinyshakespeare or text:PATH")
+    return GPT(num_classes, context, layers, width, heads, dropout, points)
