@@ -94,3 +94,21 @@ def gpt(input_shape, num_classes, context: int = 128, layers: int = 4, width: in
         raise DflearnError(f"gpt models text (ids of shape (N, T)), not input {tuple(input_shape)}; "
                            f"use --dataset tinyshakespeare or text:PATH")
     return GPT(num_classes, context, layers, width, heads, dropout, points)
+
+
+@torch.no_grad()
+def generate(model: GPT, ids: torch.Tensor, tokens: int, temperature: float = 1.0,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Append `tokens` ids to the 1-D `ids`, each drawn from softmax(logits / temperature)
+    of the last position given at most the last `context` ids, with `generator`'s draws."""
+    was_training = model.training
+    model.eval()
+    out = ids.clone()
+    try:
+        for _ in range(tokens):
+            logits = model(out[-model.context:][None])[0, -1].float()
+            probs = torch.softmax(logits / temperature, dim=-1)
+            out = torch.cat([out, torch.multinomial(probs, 1, generator=generator)])
+    finally:
+        model.train(was_training)
+    return out
