@@ -87,6 +87,7 @@ class GPT(nn.Module):
 
 
 @register_model("gpt")
+@register_model("gpt-sublayer", points="sublayer")  # its own name, so grids keep both placements apart
 def gpt(input_shape, num_classes, context: int = 128, layers: int = 4, width: int = 128, heads: int = 4,
         dropout: float = 0.0, points: str = "block") -> GPT:
     """Character GPT for text data (tinyshakespeare, text:PATH): pre-LN causal transformer, points per block or sublayer."""
