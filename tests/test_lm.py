@@ -213,3 +213,18 @@ def test_trainer_learns_tinyshakespeare_below_unigram_entropy(tmp_path, data_dir
                     batch_size=32, epochs=1, max_steps_per_epoch=200, out=tmp_path / rule, progress=False, log=quiet)
     print(f"{rule}: test loss {s['final_test_loss']:.3f} nats vs unigram entropy {shakespeare_unigram:.3f}")
     assert s["final_test_loss"] < shakespeare_unigram - margin, (s["final_test_loss"], shakespeare_unigram)
+
+
+def test_tinyshakespeare_download_is_checked(tmp_path, monkeypatch):
+    """--download fetches input.txt into <root>/tinyshakespeare and the SHA256 still decides."""
+    import dflearn.data.text as text
+
+    def fake_fetch(urls, target, md5):
+        assert "tinyshakespeare/input.txt" in urls[0]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("not the canonical file\n")
+
+    monkeypatch.setattr(text, "fetch", fake_fetch)
+    with pytest.raises(DflearnError, match="sha256 checksum mismatch"):
+        dflearn.load_dataset("tinyshakespeare", tmp_path, download=True)
+    assert (tmp_path / "tinyshakespeare" / "input.txt").exists()

@@ -28,11 +28,12 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DflearnError
-from .base import data_root, file_digest, register_dataset
+from .base import data_root, download as fetch, file_digest, register_dataset
 
 TRAIN_FRACTION = 0.9
 DEFAULT_CONTEXT = 128
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+TINYSHAKESPEARE_URLS = ["https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"]
 
 
 @dataclass
@@ -127,16 +128,18 @@ def load_text(path: str | os.PathLike) -> TextCorpus:
     return corpus_from_text(read_text(path, "text"), "text", str(path))
 
 
-def load_tinyshakespeare(root: str | os.PathLike | None = None) -> TextCorpus:
+def load_tinyshakespeare(root: str | os.PathLike | None = None, download: bool = False) -> TextCorpus:
     """Tiny Shakespeare (1,115,394 characters, 65 distinct) from <root>/tinyshakespeare/input.txt,
-    its SHA256 checked against the canonical file (karpathy/char-rnn)."""
+    its SHA256 checked against the canonical file (karpathy/char-rnn); `download` fetches it there."""
     folder = data_root(root)
     path = folder / "tinyshakespeare" / "input.txt"
-    if not path.exists():
+    if not path.exists() and (folder / "input.txt").exists():
         path = folder / "input.txt"
+    if not path.exists() and download:
+        fetch(TINYSHAKESPEARE_URLS, path, md5=None)  # the SHA256 below decides
     if not path.exists():
         raise DflearnError(f"tinyshakespeare not found: put input.txt in {folder / 'tinyshakespeare'} "
-                           f"(or set --data-dir / DFLEARN_DATA_DIR)")
+                           f"(or set --data-dir / DFLEARN_DATA_DIR), or add --download")
     digest = file_digest(path, "sha256")
     if digest != TINYSHAKESPEARE_SHA256:
         raise DflearnError(f"{path}: sha256 checksum mismatch (expected {TINYSHAKESPEARE_SHA256}, got {digest}); "
@@ -196,7 +199,7 @@ def bits(nats: float) -> float:
 @register_dataset("tinyshakespeare")
 def _tinyshakespeare(root: Path, download: bool = False) -> TextCorpus:
     """Tiny Shakespeare, character level (1,115,394 characters, 65 distinct; 90/10 split)."""
-    return load_tinyshakespeare(root)
+    return load_tinyshakespeare(root, download)
 
 
 @register_dataset("text")
