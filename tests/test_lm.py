@@ -228,3 +228,49 @@ def test_tinyshakespeare_download_is_checked(tmp_path, monkeypatch):
     with pytest.raises(DflearnError, match="sha256 checksum mismatch"):
         dflearn.load_dataset("tinyshakespeare", tmp_path, download=True)
     assert (tmp_path / "tinyshakespeare" / "input.txt").exists()
+
+
+# ------------------------------------------------- per-token DFA, by hand
+def test_per_token_dfa_gradient_equals_autograd_of_each_block_alone():
+    """Tiny GPT (2 blocks) under DFA in float64: each block's parameter gradient equals autograd of
+    that block alone (its input detached) given g = e B_i^T at every position, with
+    e = (softmax(logits) - onehot(y)) / (N T) computed by hand and B_i read from the rule's
+    `feedback` operator; the head (final LN and Linear) gets the exact gradient."""
+    import torch.nn.functional as F
+
+    from dflearn.models.gpt import GPT
+
+    torch.manual_seed(0)
+    N, T, V, d = 3, 5, 7, 8
+    model = GPT(V, context=T, layers=2, width=d, heads=2).double()
+    x, y = torch.randint(0, V, (N, T)), torch.randint(0, V, (N, T))
+    rule = dflearn.make_rule("dfa", model, x[:1]).double()
+    B = [rule.feedback.matrix(k) for k in range(2)]
+    assert all(b.shape == (d, V) for b in B)  # one B_i (width x V) shared by every position
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    dflearn.train_step(model, rule, x, y, opt)
+    got = {k: p.grad.clone() for k, p in model.named_parameters()}
+
+    with torch.no_grad():
+        logits = model(x)
+    e = (torch.softmax(logits, -1) - F.one_hot(y, V).double()) / (N * T)  # (N, T, V)
+    b = model.blocks  # [attn, mlp, point] per block
+    want = {}
+
+    def grads_of(output, signal, names):
+        model.zero_grad(set_to_none=True)
+        output.backward(signal)
+        params = dict(model.named_parameters())
+        want.update({n: params[n].grad.clone() for n in names})
+
+    h0 = b[1](b[0](model.embed(x) + model.position[:T]))  # block 0 includes the embeddings
+    grads_of(h0, e @ B[0].t(), [n for n in got if n.startswith(("embed", "position", "blocks.0.", "blocks.1."))])
+    h0 = h0.detach()
+    h1 = b[4](b[3](h0))
+    grads_of(h1, e @ B[1].t(), [n for n in got if n.startswith(("blocks.3.", "blocks.4."))])
+    out = model.head(model.norm(h1.detach()))
+    grads_of(out, e, [n for n in got if n.startswith(("norm.", "head."))])
+    assert set(want) == set(got)
+    for name in got:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-10, atol=1e-12, msg=name)
