@@ -165,9 +165,13 @@ def test_vit_is_permutation_equivariant_before_pooling():
         torch.testing.assert_close(model.blocks(tokens)[:, perm], model.blocks(tokens[:, perm]), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("rule, bar", [("bp", 0.90)])
+@pytest.mark.parametrize("rule, bar", [("bp", 0.90), ("dfa", 0.25)])
 def test_vit_learns_digits(tmp_path, rule, bar):
-    """A 2-block ViT (width 64, patch 4: 4 tokens of the 8x8 digits), 6 epochs, Adam 1e-3."""
+    """A 2-block ViT (width 64, patch 4: 4 tokens of the 8x8 digits), 6 epochs, Adam 1e-3, seed 0.
+    BP reaches 0.955. DFA only clears chance (0.10) clearly (measured 0.33): under a pooled
+    classifier engine v2 reads a (P, width) point as one flat vector with its own B rows per patch,
+    while BP's gradient at the mean pooling is the same for every patch; a B shared by the patches
+    (broadcast) reached 0.84 in the same setting (an experiment, not an engine option yet)."""
     s = dflearn.fit(rule=rule, model="vit", model_options={"layers": 2, "width": 64}, epochs=6,
                     out=tmp_path / rule, progress=False, log=quiet)
     assert s["best_test_accuracy"] >= bar, s["best_test_accuracy"]
@@ -205,7 +209,7 @@ def shakespeare_unigram(data_dir):
     return -sum(c / total * math.log(c / total) for c in counts.values())  # nats per character, ~3.3
 
 
-@pytest.mark.parametrize("rule, margin", [("bp", 0.6)])
+@pytest.mark.parametrize("rule, margin", [("bp", 0.6), ("dfa", 0.4)])  # measured 2.38 and 2.73 vs 3.31
 def test_trainer_learns_tinyshakespeare_below_unigram_entropy(tmp_path, data_dir, shakespeare_unigram, rule, margin):
     """200 steps of a 2 x 64 GPT, context 32, batch 32, Adam 3e-3, through the trainer (one epoch)."""
     s = dflearn.fit(rule=rule, dataset="tinyshakespeare", data_dir=str(data_dir), model="gpt",
