@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from .. import plugins
@@ -258,7 +257,7 @@ class Trainer:
                     o.alignment(self, self.step, aligns[-1])
             with autocast(c.precision, self.device):
                 loss, logits = train_step(self.model, self.rule, x, y, self.optimizer, self.feedback_optimizer,
-                                          loss_fn=token_cross_entropy, sync=distributed.gradient_sync(share))
+                                          sync=distributed.gradient_sync(share))
             loss_sum += loss * y.numel()  # per token for text: the loss is the mean over N x T
             correct += (logits.argmax(-1) == y).sum()
             seen += y.numel()
