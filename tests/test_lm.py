@@ -278,3 +278,13 @@ def test_per_token_dfa_gradient_equals_autograd_of_each_block_alone():
     assert set(want) == set(got)
     for name in got:
         torch.testing.assert_close(got[name], want[name], rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_cost_counts_the_gpt_per_position(capsys):
+    """`dflearn cost --model gpt`: the example is one window of ids; DFA's feedback is one B_i
+    (width x V) per block, shared by the positions."""
+    argv = ["cost", "--model", "gpt", "--input-shape", "16", "--num-classes", "11", "-m", "context=16",
+            "-m", "layers=2", "-m", "width=16", "--rules", "dfa", "--brief", "--batch-size", "4"]
+    assert main(argv) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| dfa"))
+    assert [c.strip() for c in row.split("|")][7] == "352"  # fb params: 2 blocks x 16 x 11
