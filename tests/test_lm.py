@@ -288,3 +288,26 @@ def test_cost_counts_the_gpt_per_position(capsys):
     assert main(argv) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| dfa"))
     assert [c.strip() for c in row.split("|")][7] == "352"  # fb params: 2 blocks x 16 x 11
+
+
+@pytest.mark.parametrize("model_name", ["gpt", "gpt-sublayer", "vit"])
+def test_every_rule_takes_a_step_on_the_transformers(model_name):
+    """Direct, learned and sequential rules alike: one step moves every parameter it should
+    (Shallow freezes all but the last block and the head), and the loss is finite."""
+    from dflearn.rules import RULES
+
+    text = model_name.startswith("gpt")
+    shape, classes = ((16,), 11) if text else ((1, 8, 8), 10)
+    opts = {"layers": 2, "width": 16, "heads": 2, **({"context": 16} if text else {})}
+    x = torch.randint(0, 11, (4, 16)) if text else torch.randn(4, 1, 8, 8)
+    y = torch.randint(0, classes, (4, 16) if text else (4,))
+    for name in sorted(RULES):
+        torch.manual_seed(0)
+        model = build_model(model_name, shape, classes, **opts)
+        rule = dflearn.make_rule(name, model, x[:1])
+        fopt = torch.optim.SGD(rule.parameters(), lr=0.1) if list(rule.parameters()) else None
+        before = [p.detach().clone() for p in model.parameters()]
+        loss, logits = dflearn.train_step(model, rule, x, y, torch.optim.SGD(model.parameters(), lr=0.1), fopt)
+        moved = [not torch.equal(a, b) for a, b in zip(before, model.parameters())]
+        assert math.isfinite(loss.item()) and logits.shape == ((4, 16, classes) if text else (4, classes))
+        assert all(moved) or (name == "shallow" and any(moved) and not all(moved)), (name, moved)
