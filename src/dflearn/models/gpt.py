@@ -15,6 +15,8 @@ positions in between, the shape a per-position direct rule projects into.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -89,7 +91,7 @@ class GPT(nn.Module):
 @register_model("gpt")
 @register_model("gpt-sublayer", points="sublayer")  # its own name, so grids keep both placements apart
 def gpt(input_shape, num_classes, context: int = 128, layers: int = 4, width: int = 128, heads: int = 4,
-        dropout: float = 0.0, points: str = "block") -> GPT:
+        dropout: float = 0.0, points: Literal["block", "sublayer"] = "block") -> GPT:
     """Character GPT for text data (tinyshakespeare, text:PATH): pre-LN causal transformer, points per block or sublayer."""
     if len(input_shape) != 1:
         raise DflearnError(f"gpt models text (ids of shape (N, T)), not input {tuple(input_shape)}; "
