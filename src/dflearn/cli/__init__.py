@@ -9,9 +9,9 @@ import argparse
 import sys
 
 from ..errors import DflearnError
-from . import compare, cost, info, plot, reproduce, robust, train
+from . import compare, cost, info, plot, reproduce, robust, sample, train
 
-COMMANDS = [train, info, compare, reproduce, plot, cost, robust]
+COMMANDS = [train, info, compare, reproduce, plot, cost, robust, sample]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -59,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
     from ..plugins import find_rule
     for r in rules:  # module:Class or an installed plugin, as in train and compare
         find_rule(r)
-    costs = compare(model, rules, torch.zeros(1, *shape), args.batch_size, **parse_options(args.rule_opt, "rule"))
+    # a language model reads ids: one window of its context (the input shape is the data's default)
+    example = (torch.zeros(1, model.context, dtype=torch.long) if hasattr(model, "context")
+               else torch.zeros(1, *shape))
+    costs = compare(model, rules, example, args.batch_size, **parse_options(args.rule_opt, "rule"))
     print(f"{args.model} on {args.dataset} input {'x'.join(map(str, shape))}, {classes} outputs; "
           f"one training step of batch {args.batch_size}\n")
     if not args.brief:

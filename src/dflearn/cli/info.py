@@ -57,6 +57,9 @@ def list_datasets(args) -> None:
     width = max(map(len, DATASETS))
     for name in sorted(DATASETS):
         print(f"{name:<{width}}  {(DATASETS[name].__doc__ or '').strip().splitlines()[0]}")
+        if name == "text":  # not one corpus but any file
+            print(f"{'':<{width}}  reads the file named: --dataset text:PATH")
+            continue
         try:  # the loader's own checks (files, checksums), never a download
             d = load_dataset(name)
             state = f"present: {len(d.x_train)} train / {len(d.x_test)} test" + (f" in {d.source}" if d.source else "")

@@ -84,7 +84,10 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, download: bool = False) -> Dataset:
-    """Load a registered data set by name (see `DATASETS`)."""
+    """Load a registered data set by name (see `DATASETS`); `text:PATH` reads a UTF-8 file."""
+    if name.startswith("text:"):
+        from .text import load_text
+        return load_text(name[len("text:"):])
     if name not in DATASETS:
         raise DflearnError(f"unknown dataset '{name}'; choose one of: {', '.join(sorted(DATASETS))}")
     return DATASETS[name](data_root(root), download=download)

@@ -235,16 +235,25 @@ def table(folder: str | Path) -> list[dict]:
         row["rule"] = rule_label(c)
         row["seeds"] = len(runs)
         for key, name in (("best_test_accuracy", "best"), ("final_test_accuracy", "final"),
-                          ("seconds_per_epoch", "seconds_per_epoch")):
-            row[f"{name}_mean"], row[f"{name}_std"] = _mean_std([r[key] for r in runs])
+                          ("seconds_per_epoch", "seconds_per_epoch"), ("final_test_bpc", "final_bpc")):
+            if key in runs[0]:  # bits per character: language-model runs only
+                row[f"{name}_mean"], row[f"{name}_std"] = _mean_std([r[key] for r in runs])
         row["epochs"] = c["epochs"]
         rows.append(row)
     rows.sort(key=lambda r: (tuple(json.dumps(r[k]) for k in shown), _rule_key(r["rule"])))
+    if any("final_bpc_mean" in r for r in rows):  # one set of columns for every row (CSV)
+        for r in rows:
+            r.setdefault("final_bpc_mean", math.nan), r.setdefault("final_bpc_std", math.nan)
     return rows
 
 
 def _pct(mean: float, std: float) -> str:
     return f"{100 * mean:.2f}" + ("" if math.isnan(std) else f" ± {100 * std:.2f}")
+
+
+def _bpc(row: dict) -> str:
+    mean, std = row.get("final_bpc_mean", math.nan), row.get("final_bpc_std", math.nan)
+    return "–" if math.isnan(mean) else f"{mean:.3f}" + ("" if math.isnan(std) else f" ± {std:.3f}")
 
 
 def markdown(rows: list[dict], layout: str = "rows") -> str:
@@ -257,19 +266,25 @@ def markdown(rows: list[dict], layout: str = "rows") -> str:
         for r in rows:
             groups.setdefault(tuple(str(r[k]) for k in shown), {})[r["rule"]] = r
         lines = ["| " + " | ".join(shown + rules) + " |", "|" + "---|" * (len(shown) + len(rules))]
+        text = all(not math.isnan(r.get("final_bpc_mean", math.nan)) for r in rows)
         for key, by_rule in groups.items():
-            cells = [_pct(by_rule[x]["best_mean"], by_rule[x]["best_std"]) if x in by_rule else "–" for x in rules]
+            cells = [("–" if x not in by_rule else _bpc(by_rule[x]) if text
+                      else _pct(by_rule[x]["best_mean"], by_rule[x]["best_std"])) for x in rules]
             lines.append("| " + " | ".join(list(key) + cells) + " |")
         seeds = sorted({r["seeds"] for r in rows})
-        lines.append(f"\nBest test accuracy over epochs (%), mean ± std over {'/'.join(map(str, seeds))} seed(s).")
+        what = "Final test bits per character" if text else "Best test accuracy over epochs (%)"
+        lines.append(f"\n{what}, mean ± std over {'/'.join(map(str, seeds))} seed(s).")
         return "\n".join(lines) + "\n"
-    head = shown + ["rule", "seeds", "epochs", "best test acc (%)", "final test acc (%)", "s/epoch"]
+    bpc = "final_bpc_mean" in rows[0]
+    head = shown + ["rule", "seeds", "epochs", "best test acc (%)", "final test acc (%)", "s/epoch"] + \
+        (["final test bpc"] if bpc else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         spe = f"{r['seconds_per_epoch_mean']:.2f}" + ("" if math.isnan(r["seconds_per_epoch_std"])
                                                       else f" ± {r['seconds_per_epoch_std']:.2f}")
         lines.append("| " + " | ".join([str(r[k]) for k in shown] + [r["rule"], str(r["seeds"]), str(r["epochs"]),
-                     _pct(r["best_mean"], r["best_std"]), _pct(r["final_mean"], r["final_std"]), spe]) + " |")
+                     _pct(r["best_mean"], r["best_std"]), _pct(r["final_mean"], r["final_std"]), spe]
+                                       + ([_bpc(r)] if bpc else [])) + " |")
     lines.append("\nMean ± sample std over seeds; s/epoch is the median training time of an epoch.")
     return "\n".join(lines) + "\n"
 

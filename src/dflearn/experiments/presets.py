@@ -20,12 +20,18 @@ SMOKE = {"epochs": 1, "max_steps_per_epoch": 5}
 # Rough cost model for `--list`: forward multiply-adds per sample (M) and full training-set sizes.
 # Seconds ~ samples x 3 (fwd + bwd) x 2 MACs / throughput; the throughput was fitted to
 # mlp-mnist BP epochs on this project's 2-core CPU, so CNN figures are coarser (conv is slower).
+# For text a sample is one window of 128 characters: the 4x128 GPT does ~0.93M MACs per token
+# (0.79M in its Linear layers, the rest attention), 119M per window; an epoch of Tiny Shakespeare
+# is 1,003,854 / 128 windows. The ViT 4x128 on 32x32 (64 patches): ~55M.
 MACS = {"mlp-mnist": 1.9e6, "mlp-cifar": 46.6e6, "conv3": 151e6, "conv3bn": 151e6, "resnet18": 145e6,
-        "dkpnet": 8.3e6}
+        "dkpnet": 8.3e6, "gpt": 119e6, "gpt-sublayer": 119e6, "vit": 55e6}
 TRAIN_SIZE = {"mnist": 60_000, "fashion-mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000,
-              "tinyimagenet": 100_000, "digits": 1_437}
+              "tinyimagenet": 100_000, "digits": 1_437, "tinyshakespeare": 7_842}
 PIXELS = {"tinyimagenet": 4}  # 64x64 inputs cost ~4x the 32x32 ones for convnets
 CPU_FLOPS = 25e9  # effective, 2 cores
+# the GPT's large matmuls run faster: a BP step of 32 x 128 characters (22.7 GFLOP) took 0.455 s
+# on one thread of this CPU with other jobs running (min of 3 rounds of 3 steps)
+THROUGHPUT = {"gpt": 50e9, "gpt-sublayer": 50e9}
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,7 @@ def estimate_seconds(grid: Grid) -> float:
         samples = TRAIN_SIZE.get(c.dataset, 50_000)
         if c.max_steps_per_epoch:
             samples = min(samples, c.max_steps_per_epoch * c.batch_size)
-        total += c.epochs * samples * 6 * macs / CPU_FLOPS
+        total += c.epochs * samples * 6 * macs / THROUGHPUT.get(c.model, CPU_FLOPS)
     return total
 
 
@@ -124,6 +130,28 @@ def _sdfa_k1(budget: str) -> Grid:
     return Grid({**base, **SMOKE}, rules, [0], variants, options)
 
 
+TRANSFORMER_RULES = ["bp", "shallow", "dfa", "sdfa", "dkp", "las", "ltas"]
+
+
+def _dfa_transformer(budget: str) -> Grid:
+    # The small GPT (4 blocks x 128 wide, 4 heads, context 128) on Tiny Shakespeare, points after
+    # every block (gpt) or every sublayer (gpt-sublayer), as Launay et al. compare. BP ignores the
+    # points, so it runs once (on gpt). Adam lr 1e-3 for every rule, no schedule, no dropout.
+    # short: 4 epochs x 40 batches of 32 windows (160 steps, ~65% of the text), a full test
+    # evaluation (111,488 characters) after each epoch; measured 0.455 s per BP step (DFA 0.41,
+    # LAS 0.41, DKP 0.49, Shallow 0.26) on one thread of this 2-core CPU with other jobs running,
+    # and ~4 s per evaluation, so ~90 s a run and ~1 h for the 13 cells x 3 seeds.
+    base = {"dataset": "tinyshakespeare", "optimizer": "adam", "lr": 1e-3}
+    variants = [{"model": "gpt"}, {"model": "gpt-sublayer", "rules": TRANSFORMER_RULES[1:]}]
+    if budget == "paper":  # a GPU: 5,000 steps of 64 windows (~41 passes over the text)
+        return Grid({**base, "batch_size": 64, "epochs": 20, "max_steps_per_epoch": 250},
+                    TRANSFORMER_RULES, [0, 1, 2], variants)
+    if budget == "short":
+        return Grid({**base, "batch_size": 32, "epochs": 4, "max_steps_per_epoch": 40},
+                    TRANSFORMER_RULES, [0, 1, 2], variants)
+    return Grid({**base, "batch_size": 16, "epochs": 1, "max_steps_per_epoch": 3}, TRANSFORMER_RULES, [0], variants)
+
+
 PRESETS = {p.name: p for p in [
     Preset("las-alignment", "LAS paper Fig. 4: layer-wise alignment with BP of DFA, LAS, LTAS; MNIST, FC 2x1024, "
            "feedback from the initial forward weights (paper: SGD lr 1e-4, 100 epochs; smoke/short: Adam lr 1e-4)",
@@ -138,6 +166,12 @@ PRESETS = {p.name: p for p in [
            "4 seeds", '"Learning the Connections in Direct Feedback Alignment" (Direct Kolen-Pollack): CIFAR-10 BP 70.47, DKP 67.52, DFA 61.02', _dkp_cifar10),
     Preset("sdfa-k1", "sparse-DFA paper: sparse DFA with one feedback connection per unit (k=1) beside DFA and BP, "
            "FC nets on MNIST and CIFAR-10", 'Crafton et al., "Direct Feedback Alignment With Sparse Connections for Local Learning" (Front. Neurosci. 2019)', _sdfa_k1),
+    Preset("dfa-transformer", "a character GPT (4 x 128, context 128) on Tiny Shakespeare under BP, Shallow, DFA, "
+           "sDFA, DKP, LAS, LTAS, feedback points after every block and after every sublayer; test loss in "
+           "nats/char and bits per character",
+           'Launay et al., "Direct Feedback Alignment Scales to Modern Deep Learning Tasks and Architectures" '
+           '(NeurIPS 2020), transformer LM (WikiText-103, not ours); Filipovich et al., "Scaling Laws Beyond '
+           'Backpropagation" (2022)', _dfa_transformer),
 ]}
 
 

@@ -15,12 +15,15 @@ positions in between, the shape a per-position direct rule projects into.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DflearnError
 from ..feedback.point import FeedbackPoint
+from .base import register_model
 
 
 class CausalSelfAttention(nn.Module):
@@ -83,3 +86,32 @@ class GPT(nn.Module):
             raise DflearnError(f"gpt: a sequence of {T} tokens is longer than the context {self.context}")
         x = self.drop(self.embed(ids) + self.position[:T])
         return self.head(self.norm(self.blocks(x)))
+
+
+@register_model("gpt")
+@register_model("gpt-sublayer", points="sublayer")  # its own name, so grids keep both placements apart
+def gpt(input_shape, num_classes, context: int = 128, layers: int = 4, width: int = 128, heads: int = 4,
+        dropout: float = 0.0, points: Literal["block", "sublayer"] = "block") -> GPT:
+    """Character GPT for text data (tinyshakespeare, text:PATH): pre-LN causal transformer, points per block or sublayer."""
+    if len(input_shape) != 1:
+        raise DflearnError(f"gpt models text (ids of shape (N, T)), not input {tuple(input_shape)}; "
+                           f"use --dataset tinyshakespeare or text:PATH")
+    return GPT(num_classes, context, layers, width, heads, dropout, points)
+
+
+@torch.no_grad()
+def generate(model: GPT, ids: torch.Tensor, tokens: int, temperature: float = 1.0,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Append `tokens` ids to the 1-D `ids`, each drawn from softmax(logits / temperature)
+    of the last position given at most the last `context` ids, with `generator`'s draws."""
+    was_training = model.training
+    model.eval()
+    out = ids.clone()
+    try:
+        for _ in range(tokens):
+            logits = model(out[-model.context:][None])[0, -1].float()
+            probs = torch.softmax(logits / temperature, dim=-1)
+            out = torch.cat([out, torch.multinomial(probs, 1, generator=generator)])
+    finally:
+        model.train(was_training)
+    return out

@@ -25,12 +25,12 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from .. import plugins
 from ..alignment import diagnostics
 from ..data import Batches, load_dataset, make_augment
+from ..data.text import TextBatches, bits, is_text, token_cross_entropy
 from ..errors import DflearnError
 from ..feedback.step import train_step
 from ..models import build_model
@@ -144,7 +144,11 @@ class Trainer:
         self.data = load_dataset(config.dataset, config.data_dir, config.download)
         self.model = (model if model is not None else build_model(
             config.model, self.data.input_shape, self.data.num_classes, **config.model_options)).to(self.device)
-        example = torch.zeros(1, *self.data.input_shape, device=self.device)
+        self.text = is_text(self.data)  # a character corpus: ids (N, T) in, logits (N, T, V) out
+        if self.text and not hasattr(self.model, "context"):
+            raise DflearnError(f"model '{config.model}' takes images, not text; use --model gpt for {config.dataset}")
+        example = (torch.zeros(1, self.model.context, dtype=torch.long, device=self.device) if self.text
+                   else torch.zeros(1, *self.data.input_shape, device=self.device))
         _check_outputs(self.model, example, self.data.num_classes, config.model)
         self.rule = (rule if rule is not None else make_rule(
             config.rule, self.model, example, **config.rule_options)).to(self.device)
@@ -161,9 +165,16 @@ class Trainer:
             self.schedulers.append(make_scheduler(c.feedback_schedule, self.feedback_optimizer,
                                                   c.epochs, c.feedback_gamma))
         self.generator = torch.Generator().manual_seed(c.seed)
-        self.train_batches = Batches(self.data, "train", c.batch_size, shuffle=True, generator=self.generator,
-                                     augment=make_augment(c.augment), device=self.device)
-        self.test_batches = Batches(self.data, "test", 1000, device=self.device)
+        if self.text:
+            if c.augment:
+                raise DflearnError(f"--augment {c.augment} transforms images; text data takes none")
+            self.train_batches = TextBatches(self.data, "train", c.batch_size, self.model.context,
+                                             generator=self.generator, device=self.device, steps=c.max_steps_per_epoch)
+            self.test_batches = TextBatches(self.data, "test", 64, self.model.context, device=self.device)
+        else:
+            self.train_batches = Batches(self.data, "train", c.batch_size, shuffle=True, generator=self.generator,
+                                         augment=make_augment(c.augment), device=self.device)
+            self.test_batches = Batches(self.data, "test", 1000, device=self.device)
         self.epoch, self.step, self.history, self.wall = 0, 0, [], 0.0
         if _state is not None:
             try:
@@ -173,7 +184,7 @@ class Trainer:
                 raise DflearnError(f"{self.out / CHECKPOINT} does not fit this run's model, rule or optimizers "
                                    f"({type(exc).__name__}: {first}); the checkpoint is damaged or from another "
                                    f"run: start a new run") from None
-        distributed.check_batches(c.batch_size, len(self.data.x_train))
+        distributed.check_batches(c.batch_size, c.batch_size if self.text else len(self.data.x_train))
         distributed.check_identical(self.rule.state_dict(), "feedback matrices",
                                     "every process must draw them from the same --seed")
         distributed.check_identical(self.model.state_dict(), "model weights",
@@ -348,9 +359,9 @@ class Trainer:
             with autocast(c.precision, self.device):
                 loss, logits = train_step(self.model, self.rule, x, y, self.optimizer, self.feedback_optimizer,
                                           sync=distributed.gradient_sync(share))
-            loss_sum += loss * len(y)
-            correct += (logits.argmax(1) == y).sum()
-            seen += len(y)
+            loss_sum += loss * y.numel()  # per token for text: the loss is the mean over N x T
+            correct += (logits.argmax(-1) == y).sum()
+            seen += y.numel()
             self.step += 1
             if i % 25 == 0:  # the only host synchronisation in the loop
                 # the global loss, so that all processes stop together
@@ -388,11 +399,14 @@ class Trainer:
             x, y, _ = distributed.local_batch(x, y)  # sharded, then summed over processes
             with autocast(self.config.precision, self.device):
                 logits = self.model(x)
-            loss += F.cross_entropy(logits.float(), y, reduction="sum")
-            correct += (logits.argmax(1) == y).sum()
+            loss += token_cross_entropy(logits.float(), y, reduction="sum")
+            correct += (logits.argmax(-1) == y).sum()
         loss, correct = distributed.sum_over_processes(loss, correct)
-        n = len(self.test_batches.y)
-        return {"test_loss": loss.item() / n, "test_acc": int(correct) / n}
+        n = self.test_batches.y.numel()  # text: characters predicted (test_loss in nats per token)
+        row = {"test_loss": loss.item() / n, "test_acc": int(correct) / n}
+        if self.text:
+            row["test_bpc"] = bits(row["test_loss"])
+        return row
 
     def summary(self) -> dict:
         c, h = self.config, self.history
@@ -401,6 +415,9 @@ class Trainer:
             "rule": c.rule, "model": c.model, "dataset": c.dataset, "epochs": c.epochs, "seed": c.seed,
             "final_test_accuracy": h[-1]["test_acc"], "best_test_accuracy": best["test_acc"],
             "best_epoch": best["epoch"], "final_train_loss": h[-1]["train_loss"],
+            "final_test_loss": h[-1]["test_loss"],
+            **({"final_test_bpc": h[-1]["test_bpc"], "best_test_bpc": min(r["test_bpc"] for r in h),
+                "train_bpc": bits(h[-1]["train_loss"]), "vocab_size": len(self.data.vocab)} if self.text else {}),
             "wall_seconds": round(self.wall, 3),
             "seconds_per_epoch": round(statistics.median(r["seconds"] for r in h), 4),
             "parameters": sum(p.numel() for p in self.model.parameters()),
@@ -445,6 +462,8 @@ class Trainer:
     def _epoch_line(self, r: dict) -> str:
         line = (f"epoch {r['epoch']:>3}/{self.config.epochs}  train loss {r['train_loss']:.4f}  "
                 f"train acc {r['train_acc']:.2%}  test acc {r['test_acc']:.2%}  {r['seconds']:.1f}s")
+        if "test_bpc" in r:
+            line += f"  test loss {r['test_loss']:.4f} nats/char ({r['test_bpc']:.3f} bpc)"
         if "alignment" in r:
             line += "  alignment " + " ".join("—" if v is None else f"{v:.3f}" for v in r["alignment"])
         return line
