@@ -1,5 +1,7 @@
 """Conv feedback: the conv local module's VJP, and every rule's gradients on every conv model."""
 import pytest
+
+from dflearn import DflearnError
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -78,8 +80,11 @@ def batch(n=8, seed=0):
 
 # rules that keep exact BP inside a block (all but the sequential family, which swaps
 # each layer's backward for its B and is tested in test_sequential.py)
-BLOCKWISE = sorted(n for n, r in RULES.items() if r.forward_context is Rule.forward_context)
-SEQUENTIAL = sorted(set(RULES) - set(BLOCKWISE))
+# pepita and localheads form each block's update without signals() (their own steps; checked by
+# hand in test_engine.py)
+BLOCKWISE = sorted(n for n, r in RULES.items() if r.forward_context is Rule.forward_context
+                   and n not in ("pepita", "localheads"))
+SEQUENTIAL = sorted(n for n, r in RULES.items() if r.forward_context is not Rule.forward_context)
 
 
 @pytest.mark.parametrize("model_name", list(SMALL))
@@ -129,6 +134,19 @@ def test_sequential_rules_step_on_every_conv_model(rule_name, model_name):
     model = build_model(model_name, SHAPE, CLASSES, **SMALL[model_name])
     x, y = batch()
     assert_real_step_learns(model, make_rule(rule_name, model, x[:1]), x, y)
+
+
+@pytest.mark.parametrize("model_name", list(SMALL))
+def test_own_step_rules_on_every_conv_model(model_name):
+    """Local heads step on every conv model; PEPITA (one layer and an elementwise activation per
+    block) refuses the conv blocks with pooling or several layers in one line."""
+    torch.manual_seed(0)
+    model = build_model(model_name, SHAPE, CLASSES, **SMALL[model_name])
+    x, y = batch()
+    assert_real_step_learns(model, make_rule("localheads", model, x[:1]), x, y)
+    with pytest.raises(DflearnError, match="pepita: ") as info:
+        make_rule("pepita", model, x[:1])
+    assert "\n" not in str(info.value)
 
 
 def assert_real_step_learns(model, rule, x, y):

@@ -400,7 +400,7 @@ def test_the_api_checks_options_too():
     with pytest.raises(DflearnError, match="option k=1.5 is not an integer"):
         make_rule("sdfa", net, torch.zeros(1, 1, 8, 8), k=1.5)
     assert make_rule("dfa", net, torch.zeros(1, 1, 8, 8), last_bp="false").cuts == [True]
-    with pytest.raises(DflearnError, match="model 'mlp': option activation=3 is not a string"):
+    with pytest.raises(DflearnError, match="model .mlp.: option activation=3 is not one of relu, tanh"):
         dflearn.build_model("mlp", (1, 8, 8), 10, activation=3)
 
 

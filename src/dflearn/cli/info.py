@@ -42,7 +42,7 @@ def list_models(args) -> None:
     load_entry_points("model")
     width = max(map(len, MODELS))
     for name in sorted(MODELS):
-        doc = (MODELS[name].__doc__ or "").strip().splitlines()[0]
+        doc = ((MODELS[name].__doc__ or "").strip().splitlines() or ["(no description)"])[0]
         preset = MODELS[name].preset
         print(f"{name:<{width}}  {doc}" + (f" [preset: {preset}]" if preset else ""))
         print(f"{'':<{width}}  options (-m KEY=VALUE): {_options(MODELS[name].builder, model_options(name), preset)}")

@@ -83,6 +83,12 @@ def output_error(logits: torch.Tensor, y: torch.Tensor, loss_fn: Loss | None = N
     return loss.detach(), error
 
 
+def own_precision(param: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Autocast off, for a gradient formed by hand in its parameter's dtype (fp32 under bf16
+    autocast), as autograd would hand it to the optimizer."""
+    return torch.autocast(param.device.type, enabled=False)
+
+
 def optimizer_step(optimizer: torch.optim.Optimizer, sync: Sync | None) -> None:
     if sync is not None:
         sync(optimizer)

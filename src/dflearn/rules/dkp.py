@@ -3,7 +3,7 @@ from typing import Literal
 import torch
 
 from ..feedback.operators import DenseFeedback
-from ..feedback.rule import optimizer_step
+from ..feedback.rule import optimizer_step, own_precision
 from .base import Pass, register_rule
 from .direct import DirectRule
 
@@ -37,7 +37,9 @@ class DKP(DirectRule):
         if feedback_optimizer is None:
             return
         feedback_optimizer.zero_grad(set_to_none=True)
-        self.feedback.B.grad = self._stacked_points(fwd).t() @ self.layout.error_rows(fwd.error)
+        B = self.feedback.B
+        with own_precision(B):
+            B.grad = self._stacked_points(fwd).to(B.dtype).t() @ self.layout.error_rows(fwd.error).to(B.dtype)
         optimizer_step(feedback_optimizer, sync)
 
     def _stacked_points(self, fwd: Pass) -> torch.Tensor:

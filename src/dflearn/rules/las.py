@@ -6,7 +6,7 @@ from torch import nn
 
 from ..feedback.layout import forward_weight_product
 from ..feedback.operators import ConvLocal, LinearLocal, local_module
-from ..feedback.rule import optimizer_step
+from ..feedback.rule import optimizer_step, own_precision
 from .base import Pass, Rule, register_rule
 from .direct import matrix_pairs
 
@@ -85,7 +85,7 @@ class LAS(Rule):
 
     def local_error(self, y_rows: torch.Tensor, fwd: Pass) -> torch.Tensor:
         """d local_loss / d y_i for rows (N prod(S), d_L) of a linear module's output: (y_i - a_L) / rows."""
-        return (y_rows - self.layout.error_rows(fwd.logits)) / len(y_rows)
+        return (y_rows - self.layout.error_rows(fwd.logits).to(y_rows.dtype)) / len(y_rows)
 
     def learn_feedback(self, model, fwd, feedback_optimizer, sync=None):
         """The feedback optimizer's step on `feedback_loss`; for linear modules the gradient in
@@ -97,8 +97,10 @@ class LAS(Rule):
         others = []
         for point, m, h in zip(self.layout.points, self.local, fwd.points):
             if isinstance(m, LinearLocal):
-                H = point.rows(h.detach())
-                m.weight.grad = self.local_error(H @ m.weight.detach().t(), fwd).t() @ H
+                W = m.weight.detach()
+                with own_precision(W):
+                    H = point.rows(h.detach()).to(W.dtype)
+                    m.weight.grad = self.local_error(H @ W.t(), fwd).t() @ H
             else:
                 others.append(self.local_loss(m(h.detach()), fwd))
         if others:
