@@ -239,7 +239,7 @@ def test_per_token_dfa_gradient_equals_autograd_of_each_block_alone():
     """Tiny GPT (2 blocks) under DFA in float64: each block's parameter gradient equals autograd of
     that block alone (its input detached) given g = e B_i^T at every position, with
     e = (softmax(logits) - onehot(y)) / (N T) computed by hand and B_i read from the rule's
-    `feedback` operator; the head (final LN and Linear) gets the exact gradient."""
+    stored state; the head (final LN and Linear) gets the exact gradient."""
     import torch.nn.functional as F
 
     from dflearn.models.gpt import GPT
@@ -249,7 +249,7 @@ def test_per_token_dfa_gradient_equals_autograd_of_each_block_alone():
     model = GPT(V, context=T, layers=2, width=d, heads=2).double()
     x, y = torch.randint(0, V, (N, T)), torch.randint(0, V, (N, T))
     rule = dflearn.make_rule("dfa", model, x[:1]).double()
-    B = [rule.feedback.matrix(k) for k in range(2)]
+    B = list(rule.state_dict()["feedback.B"].split(d))  # the stored B_i, stacked: d rows per block
     assert all(b.shape == (d, V) for b in B)  # one B_i (width x V) shared by every position
 
     opt = torch.optim.SGD(model.parameters(), lr=0.0)

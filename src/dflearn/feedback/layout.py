@@ -17,7 +17,9 @@ signal; `Layout.check_direct` refuses it in one line.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -96,6 +98,20 @@ class Layout:
         raise DflearnError(f"module '{module}' belongs to no block of this model's layout")
 
 
+@contextmanager
+def probing(model: nn.Module, hooks: list) -> Iterator[None]:
+    """A look at the model that changes nothing: eval mode within (no BN statistics update, no
+    dropout draw), then the mode restored and the given hook handles removed."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+
+
 def _has_own_params(m: nn.Module) -> bool:
     return any(True for _ in m.parameters(recurse=False))
 
@@ -119,17 +135,12 @@ def probe(model: nn.Module, example_input: torch.Tensor) -> Layout:
         if isinstance(m, FeedbackPoint) or _has_own_params(m):
             # prepend: a marked module (see mark.py) must be recorded before the point its own hook feeds
             hooks.append(m.register_forward_hook(record, prepend=True))
-    was_training = model.training
-    model.eval()  # BN must not update its running statistics on a probe
     try:
-        out = model(example_input)
+        with probing(model, hooks):
+            out = model(example_input)
     except RuntimeError as exc:
         raise DflearnError(f"the model cannot run on input of shape {tuple(example_input.shape[1:])}: "
                            f"{str(exc).splitlines()[0]}; check that model and data set match") from None
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
 
     if not isinstance(out, torch.Tensor) or out.dim() < 2:
         raise DflearnError("the model must return logits of shape (batch, outputs) or (batch, *positions, outputs)")

@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.grad import conv2d_input, conv2d_weight
 
 from ..errors import DflearnError
+from .layout import probing
 
 LAYERS = (nn.Linear, nn.Conv2d)
 
@@ -103,15 +104,8 @@ def feedback_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[str,
             found.append(names[module])
 
     hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, LAYERS)]
-    was_training = model.training
-    model.eval()  # no BN statistics update on a probe
-    try:
-        with torch.enable_grad():
-            model(example_input)
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
+    with probing(model, hooks), torch.enable_grad():
+        model(example_input)
     return tuple(found)
 
 

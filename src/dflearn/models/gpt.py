@@ -26,17 +26,20 @@ from ..feedback.point import FeedbackPoint
 from .base import register_model
 
 
-class CausalSelfAttention(nn.Module):
-    def __init__(self, width: int, heads: int, dropout: float):
+class SelfAttention(nn.Module):
+    """Multi-head self-attention through F.scaled_dot_product_attention; causal (each position
+    sees itself and the past) for the GPT, over all positions for the ViT."""
+
+    def __init__(self, width: int, heads: int, dropout: float, causal: bool = False):
         super().__init__()
-        self.heads, self.dropout = heads, dropout
+        self.heads, self.dropout, self.causal = heads, dropout, causal
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         N, T, C = x.shape
         q, k, v = self.qkv(x).view(N, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal,
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(N, T, C))
 
@@ -70,7 +73,7 @@ class GPT(nn.Module):
         blocks: list[nn.Module] = []
         for _ in range(layers):
             mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
-            attention = Residual(width, CausalSelfAttention(width, heads, dropout), dropout)
+            attention = Residual(width, SelfAttention(width, heads, dropout, causal=True), dropout)
             feedforward = Residual(width, mlp, dropout)
             if points == "sublayer":
                 blocks += [attention, FeedbackPoint(), feedforward, FeedbackPoint()]

@@ -24,23 +24,7 @@ from torch import nn
 from ..errors import DflearnError
 from ..feedback.point import FeedbackPoint
 from .base import register_model
-from .gpt import Residual
-
-
-class SelfAttention(nn.Module):
-    """Multi-head self-attention over all positions (no mask)."""
-
-    def __init__(self, width: int, heads: int, dropout: float):
-        super().__init__()
-        self.heads, self.dropout = heads, dropout
-        self.qkv = nn.Linear(width, 3 * width)
-        self.proj = nn.Linear(width, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        N, T, C = x.shape
-        q, k, v = self.qkv(x).view(N, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
-        return self.proj(y.transpose(1, 2).reshape(N, T, C))
+from .gpt import Residual, SelfAttention
 
 
 class ViT(nn.Module):

@@ -4,6 +4,7 @@ from typing import Literal
 import torch
 
 from ..errors import DflearnError
+from ..feedback.layout import probing
 from ..feedback.rule import optimizer_step, output_error
 from ..feedback.tape import recording
 from .base import Rule, register_rule
@@ -71,15 +72,8 @@ class PEPITA(Rule):
         shapes = {}
         hooks = [modules[p.block[0]].register_forward_hook(
             lambda m, i, o, name=p.block[0]: shapes.__setitem__(name, tuple(o.shape[1:]))) for p in self.layout.points]
-        was = model.training
-        model.eval()  # no BN statistics update on a probe
-        try:
-            with torch.no_grad():
-                model(x)
-        finally:
-            model.train(was)
-            for h in hooks:
-                h.remove()
+        with probing(model, hooks), torch.no_grad():
+            model(x)
         for p in self.layout.points:
             if shapes[p.block[0]] != p.shape:
                 raise DflearnError(f"pepita: layer '{p.block[0]}' gives {shapes[p.block[0]]} but point '{p.name}' "
