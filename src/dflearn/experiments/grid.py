@@ -21,6 +21,7 @@ from pathlib import Path
 from ..errors import DflearnError
 from ..training import Config, Trainer
 from ..training.checkpoint import CHECKPOINT
+from ..training.transfer import names_list
 
 # columns in the papers' order; rules not listed follow alphabetically
 RULE_ORDER = ("bp", "shallow", "dfa", "sdfa", "drtp", "dkp", "las", "ltas")
@@ -74,6 +75,10 @@ def rule_label(config: Config | dict) -> str:
 def run_name(config: Config) -> str:
     c = config
     name = f"{c.dataset}-{c.model}-{c.augment or 'noaug'}-lr{c.lr:g}-{rule_label(c)}-seed{c.seed}"
+    if c.init_from:  # a transferred run never shares the folder of the run it starts from
+        name += "-init" + ("=" + "+".join(names_list(c.init_blocks)) if c.init_blocks else "")
+    if c.freeze:
+        name += "-freeze=" + "+".join(names_list(c.freeze))
     return re.sub(r"[^\w.+=,-]", "_", name)
 
 
