@@ -1,0 +1,95 @@
+"""--init-from (another run's weights, optionally its feedback) and --freeze (issue 14)."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import dflearn
+from dflearn.errors import DflearnError
+from dflearn.training import Config, Trainer
+from dflearn.training.checkpoint import load
+
+QUICK = dict(epochs=1, max_steps_per_epoch=4, model_options={"widths": [32, 16]})
+
+
+def quiet(**kw):
+    return dict(progress=False, log=lambda *a: None, **kw)
+
+
+@pytest.fixture
+def source(tmp_path):
+    """A finished DFA run (mlp 64-32-16-10 on digits) to copy from."""
+    dflearn.fit(rule="dfa", seed=5, out=tmp_path / "src", **QUICK, **quiet())
+    return tmp_path / "src"
+
+
+def test_init_from_copies_exactly_the_named_blocks(tmp_path, source):
+    src = load(source / "checkpoint.pt")
+    fresh = Trainer(Config(rule="bp", **QUICK), tmp_path / "fresh", **quiet()).model.state_dict()
+    lines = []
+    t = Trainer(Config(rule="bp", init_from=str(source), init_blocks=["3"], **QUICK), tmp_path / "t",
+                progress=False, log=lines.append)
+    got = t.model.state_dict()
+    # point '3' is the first hidden block, Linear '1': copied bitwise; every other tensor as a fresh run's
+    for k in got:
+        expected = src["model"][k] if k.startswith("1.") else fresh[k]
+        assert torch.equal(got[k], expected), k
+    assert any("loaded 2 tensors of blocks 3 (modules 1)" in line for line in lines)
+    whole = Trainer(Config(rule="bp", init_from=str(source / "checkpoint.pt"), **QUICK), tmp_path / "w", **quiet())
+    assert all(torch.equal(v, src["model"][k]) for k, v in whole.model.state_dict().items())
+
+
+def test_init_feedback_copies_the_rule_state(tmp_path, source):
+    src = load(source / "checkpoint.pt")
+    t = Trainer(Config(rule="dfa", init_from=str(source), init_feedback=True, **QUICK), tmp_path / "t", **quiet())
+    assert all(torch.equal(v, src["rule"][k]) for k, v in t.rule.state_dict().items())
+    plain = Trainer(Config(rule="dfa", init_from=str(source), **QUICK), tmp_path / "p", **quiet())
+    assert not torch.equal(plain.rule.state_dict()["feedback.B"], src["rule"]["feedback.B"])  # seed 0, not 5
+
+
+def test_init_from_refuses_a_shape_mismatch_in_one_line(tmp_path, source):
+    other = {**QUICK, "model_options": {"widths": [48, 16]}}
+    with pytest.raises(DflearnError) as err:
+        Trainer(Config(rule="bp", init_from=str(source), **other), tmp_path / "t", **quiet())
+    msg = str(err.value)
+    assert "\n" not in msg and "'1.weight' has shape (32, 64) there but (48, 64)" in msg
+    # the CLI: one line, exit code 1, naming the tensor
+    r = subprocess.run([sys.executable, "-m", "dflearn", "train", "--rule", "bp", "--epochs", "1", "-q",
+                        "--init-from", str(source), "-m", "widths=[48,16]", "--out", str(tmp_path / "c")],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "'1.weight'" in r.stderr
+    with pytest.raises(DflearnError, match="no checkpoint there"):
+        Trainer(Config(rule="bp", init_from=str(tmp_path / "nowhere"), **QUICK), tmp_path / "u", **quiet())
+
+
+def test_freeze_keeps_frozen_blocks_bitwise_unchanged(tmp_path):
+    # the DKP small net on digits: conv+BN blocks, so BN statistics must stay fixed too
+    kw = dict(rule="dfa", model="dkpnet", epochs=2, max_steps_per_epoch=5, val_fraction=0.0)
+    t = Trainer(Config(**kw, freeze=["3"]), tmp_path / "f", **quiet())
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    assert t.frozen == ["0", "1"]  # the first point's block: its conv and BN
+    t.fit()
+    after = t.model.state_dict()
+    for k in after:
+        if k.startswith(("0.", "1.")):
+            assert torch.equal(after[k], before[k]), k  # weights, BN affine and running statistics
+    assert not torch.equal(after["4.weight"], before["4.weight"])  # the second conv block learned
+    assert all(not p.requires_grad for p in t.model[0].parameters())
+    assert sum(len(g["params"]) for g in t.optimizer.param_groups) == \
+        sum(1 for p in t.model.parameters() if p.requires_grad)
+    # freezing by module name works the same; both BP and a cut rule leave the block alone
+    t2 = Trainer(Config(**{**kw, "rule": "bp"}, freeze=["0", "1"]), tmp_path / "g", **quiet())
+    w = t2.model[0].weight.clone()
+    t2.fit()
+    assert torch.equal(t2.model[0].weight, w)
+
+
+def test_freeze_refuses_an_unknown_name_in_one_line_listing_the_valid_ones(tmp_path):
+    with pytest.raises(DflearnError) as err:
+        Trainer(Config(rule="dfa", freeze=["conv9"], **QUICK), tmp_path / "t", **quiet())
+    msg = str(err.value)
+    assert "\n" not in msg and "'conv9'" in msg and "feedback points 3, 6; head; modules 1, 4, 7" in msg
+    with pytest.raises(DflearnError, match="need --init-from"):
+        Config(init_blocks=["3"]).resolved()
+    assert Config(freeze="3, 6").resolved().freeze == ["3", "6"]
