@@ -114,3 +114,35 @@ def test_a_run_from_before_the_split_resumes_without_one(tmp_path):
     torch.save(state, tmp_path / "old" / "checkpoint.pt")
     t = Trainer.resume(tmp_path / "old", overrides={"epochs": 2}, **quiet())
     assert t.config.val_fraction == 0.0 and t.data.x_val is None
+
+
+def _row(rule, lr, val, selected, best, seeds=3):
+    return {"dataset": "digits", "model": "mlp", "lr": lr, "feedback_lr": lr, "rule": rule, "seeds": seeds,
+            "best_mean": best, "best_std": 0.01, "final_mean": best, "final_std": 0.01,
+            "selected_mean": selected, "selected_std": 0.02, "val_mean": val, "val_std": 0.03, "epochs": 2}
+
+
+def test_compare_lrs_chooses_each_rules_lr_on_validation_not_test():
+    from dflearn.experiments.lrsearch import winners
+
+    rows = [_row("bp", 1e-3, 0.90, 0.88, 0.95), _row("bp", 1e-2, 0.93, 0.91, 0.92),   # val picks 1e-2
+            _row("dfa", 1e-3, 0.85, 0.84, 0.86), _row("dfa", 1e-2, 0.85, 0.80, 0.90)]  # tie: the smaller lr
+    chosen = {r["rule"]: r for r in winners(rows)}
+    assert chosen["bp"]["lr"] == 1e-2 and chosen["bp"]["selected_mean"] == 0.91
+    assert chosen["bp"]["paper_lr"] == 1e-3 and chosen["bp"]["paper_mean"] == 0.95  # test would have picked 1e-3
+    assert chosen["dfa"]["lr"] == 1e-3 and chosen["dfa"]["lrs"] == [1e-3, 1e-2]
+    with pytest.raises(DflearnError, match="validation split"):
+        winners([{**rows[0], "val_mean": float("nan")}, rows[1]])
+
+
+def test_compare_lrs_end_to_end_writes_the_winners(tmp_path):
+    from dflearn.cli import main
+
+    assert main(["compare", "--rules", "bp", "--seeds", "0", "--lrs", "0.001,0.01", "--epochs", "2",
+                 "--max-steps-per-epoch", "3", "-m", "widths=[8]", "-q", "--out", str(tmp_path)]) == 0
+    chosen = json.loads((tmp_path / "lr_selection.json").read_text())
+    assert len(chosen) == 1 and chosen[0]["lr"] in (0.001, 0.01)
+    summaries = {lr: json.loads((tmp_path / f"digits-mlp-noaug-lr{lr:g}-bp-seed0" / "summary.json").read_text())
+                 for lr in (0.001, 0.01)}
+    assert chosen[0]["lr"] == max(sorted(summaries), key=lambda lr: summaries[lr]["val_best_accuracy"])
+    assert "## Learning rate chosen on validation" in (tmp_path / "results.md").read_text()
