@@ -93,3 +93,48 @@ def test_freeze_refuses_an_unknown_name_in_one_line_listing_the_valid_ones(tmp_p
     with pytest.raises(DflearnError, match="need --init-from"):
         Config(init_blocks=["3"]).resolved()
     assert Config(freeze="3, 6").resolved().freeze == ["3", "6"]
+
+
+def test_a_grid_run_can_start_from_another_run_of_the_grid(tmp_path):
+    from dflearn.experiments import Grid, run_grid
+    from dflearn.experiments.grid import run_name
+
+    base = {"epochs": 1, "max_steps_per_epoch": 3, "model_options": {"widths": [16, 8]}}
+    src = run_name(Config(**base, rule="bp", seed=0))[:-1] + "{seed}"
+    transfer = {"init_from": src, "init_blocks": ["3"], "freeze": ["3"]}
+    # the transfer variant is listed first: the grid still runs its sources before it
+    grid = Grid(base, [], [0, 1], [{"rules": ["dfa"], **transfer}, {"rules": ["bp"]}])
+    runs = grid.runs()
+    assert [c.init_from for _, c in runs[:2]] == [src.replace("{seed}", "0"), src.replace("{seed}", "1")]
+    run_grid(runs, tmp_path, log=lambda *a: None)
+    for seed in (0, 1):
+        bp = load(tmp_path / src.replace("{seed}", str(seed)) / "checkpoint.pt")["model"]
+        name = [n for n, c in runs if c.rule == "dfa" and c.seed == seed][0]
+        assert name.endswith("-init=3-freeze=3")
+        got = load(tmp_path / name / "checkpoint.pt")["model"]
+        assert torch.equal(got["1.weight"], bp["1.weight"])  # copied from its own seed's source, then frozen
+        assert not torch.equal(got["4.weight"], bp["4.weight"])
+
+
+def test_sdfa_transfer_preset_freezes_conv3s_conv_blocks_and_starts_from_bp():
+    from dflearn.experiments.grid import _waves
+    from dflearn.experiments.presets import PRESETS
+
+    for budget in ("smoke", "short", "paper"):
+        runs = PRESETS["sdfa-transfer"].grid(budget).runs()
+        names = {n for n, _ in runs}
+        sources = [c for _, c in runs if not c.init_from]
+        assert {c.rule for c in sources} == {"bp"}
+        moved = [c for _, c in runs if c.init_from]
+        assert {(c.rule, c.rule_options.get("k")) for c in moved} == {("bp", None), ("dfa", None), ("sdfa", 1),
+                                                                      ("sdfa", 5)}
+        for c in moved:
+            assert c.init_from in names and c.init_from.endswith(f"seed{c.seed}")
+            assert c.freeze == c.init_blocks == ["3", "7", "11"] and c.model == "conv3"
+        assert len(_waves(runs)) == 2
+        if budget == "short":
+            assert len({c.seed for c in sources}) == 3 and all(c.val_fraction > 0 for _, c in runs)
+    runs = PRESETS["dkp-cifar100"].grid("short").runs()
+    assert {c.rule for _, c in runs} == {"bp", "dkp", "dfa"} and {c.seed for _, c in runs} == {0, 1, 2}
+    dkp = [c for _, c in runs if c.rule == "dkp"][0].resolved()
+    assert dkp.model == "alexnet" and dkp.rule_options == {"init": "zeros"} and dkp.feedback_lr == 0.01

@@ -32,7 +32,10 @@ NOT_A_CELL = ("seed",) + Config.RUNTIME  # runs differing only in these are repe
 class Grid:
     """Every rule x seed for each variant. `base` holds the Config fields all runs
     share; a variant overrides some (dataset, model, augment, lr, ...) and may
-    carry its own 'rules'; `rule_options` are per rule (e.g. {'dfa': {'init': 'product'}})."""
+    carry its own 'rules' and 'rule_options' (which win over the per-rule ones);
+    `rule_options` are per rule (e.g. {'dfa': {'init': 'product'}}). An `init_from`
+    may hold '{seed}' (each seed starts from its own source run) and may name
+    another run of the grid by its folder name: that run then goes first."""
 
     base: dict
     rules: list[str]
@@ -44,12 +47,15 @@ class Grid:
         """(directory name, Config) of every run, in order; names are unique."""
         out: dict[str, Config] = {}
         for variant in self.variants:
-            fields = {k: v for k, v in variant.items() if k != "rules"}
+            fields = {k: v for k, v in variant.items() if k not in ("rules", "rule_options")}
             for rule in variant.get("rules", self.rules):
                 for seed in self.seeds:
-                    options = {**self.base.get("rule_options", {}), **self.rule_options.get(rule, {})}
+                    options = {**self.base.get("rule_options", {}), **self.rule_options.get(rule, {}),
+                               **variant.get("rule_options", {})}
                     config = Config.from_dict({**self.base, **fields, "rule": rule, "seed": seed,
                                                "rule_options": options})
+                    if isinstance(config.init_from, str) and "{seed}" in config.init_from:
+                        config.init_from = config.init_from.replace("{seed}", str(seed))
                     name = run_name(config)
                     if name in out:
                         raise DflearnError(f"two runs of the grid would share the folder '{name}'; "
@@ -170,6 +176,15 @@ def run_grid(runs: list[tuple[str, Config]], out: str | Path, *, jobs: int = 1, 
         raise DflearnError(f"cannot use {out} as a grid folder: {exc.strerror or exc}; choose another --out") from None
     for name, config in runs:
         config.resolved()  # bad names fail now, not after hours of other runs
+    waves = _waves(runs)
+    if len(waves) > 1:  # runs that start from another run of the grid (--init-from NAME) wait for it
+        by_name = dict(runs)
+        done: dict[str, dict] = {}
+        for wave in waves:
+            for name, summary in zip(wave, run_grid([(n, by_name[n]) for n in wave], out, jobs=jobs,
+                                                    progress=progress, log=log, loggers=loggers)):
+                done[name] = summary
+        return [done[name] for name, _ in runs]
     if jobs <= 1:
         summaries = []
         for k, (name, config) in enumerate(runs, 1):
@@ -185,6 +200,29 @@ def run_grid(runs: list[tuple[str, Config]], out: str | Path, *, jobs: int = 1, 
                 summaries.append(f.result())
                 log(f"{'diverged' if summaries[-1].get('diverged') else 'done'} {name}")
     return summaries
+
+
+def _waves(runs: list[tuple[str, Config]]) -> list[list[str]]:
+    """Run names in waves: a run whose init_from names another run of the grid comes after it."""
+    names = {n for n, _ in runs}
+
+    def source(config: Config) -> str | None:
+        first = Path(config.init_from).parts[0] if config.init_from else None
+        return first if first in names else None
+
+    level: dict[str, int] = {}
+
+    def depth(name: str, seen=()) -> int:
+        if name not in level:
+            src = source(dict(runs)[name])
+            if src in seen or src == name:
+                raise DflearnError(f"runs of the grid start from each other in a circle ({name}); check init_from")
+            level[name] = 0 if src is None else depth(src, seen + (name,)) + 1
+        return level[name]
+
+    for n, _ in runs:
+        depth(n)
+    return [[n for n, _ in runs if level[n] == k] for k in range(max(level.values(), default=0) + 1)]
 
 
 # ------------------------------------------------------------------ tables

@@ -156,7 +156,7 @@ class Trainer:
         _check_outputs(self.model, example, self.data.num_classes, config.model)
         source = None
         if config.init_from and _state is None:  # before the rule: feedback derived from weights sees these
-            source, line = transfer.init_model(self.model, example, config)
+            source, line = transfer.init_model(self.model, example, config, self.out)
             self.log(line)
         self.rule = (rule if rule is not None else make_rule(
             config.rule, self.model, example, **config.rule_options)).to(self.device)

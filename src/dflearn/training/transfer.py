@@ -93,8 +93,13 @@ def _owned(key: str, modules: list[str]) -> bool:
 
 
 # ------------------------------------------------------------------ init-from
-def source_checkpoint(path: str | Path) -> Path:
+def source_checkpoint(path: str | Path, out: Path | None = None) -> Path:
+    """The checkpoint `path` names: a run directory's checkpoint.pt, or a .pt file. A
+    relative path not found from here is looked up beside the run's own folder, so the
+    runs of one grid can name each other by folder name."""
     p = Path(path)
+    if not p.exists() and not p.is_absolute() and out is not None and (Path(out).parent / p).exists():
+        p = Path(out).parent / p
     if p.is_dir():
         p = p / CHECKPOINT
     if not p.exists():
@@ -120,10 +125,10 @@ def copy_tensors(target: dict[str, torch.Tensor], source: dict[str, torch.Tensor
             target[k].copy_(source[k])
 
 
-def init_model(model: nn.Module, example: torch.Tensor, config) -> tuple[dict, str]:
+def init_model(model: nn.Module, example: torch.Tensor, config, out: Path | None = None) -> tuple[dict, str]:
     """Copy the chosen model weights of `config.init_from` into `model`; returns the
     source checkpoint's state (for the feedback) and a line naming what was loaded."""
-    path = source_checkpoint(config.init_from)
+    path = source_checkpoint(config.init_from, out)
     state = load(path)
     if "model" not in state:
         raise DflearnError(f"--init-from {path}: not a dflearn checkpoint (no model weights)")
