@@ -146,3 +146,13 @@ def test_compare_lrs_end_to_end_writes_the_winners(tmp_path):
                  for lr in (0.001, 0.01)}
     assert chosen[0]["lr"] == max(sorted(summaries), key=lambda lr: summaries[lr]["val_best_accuracy"])
     assert "## Learning rate chosen on validation" in (tmp_path / "results.md").read_text()
+
+
+def test_robust_evaluates_with_the_normalisation_the_run_trained_with(tmp_path):
+    from dflearn.robust import load_network
+
+    dflearn.fit(**{**QUICK, "epochs": 1}, out=tmp_path / "r", **quiet())
+    t = Trainer(Config(**QUICK), tmp_path / "x", **quiet())
+    net, data, _ = load_network(tmp_path / "r")
+    assert net.mean.flatten().tolist() == pytest.approx(list(t.data.mean), abs=0)
+    assert net.std.flatten().tolist() == pytest.approx(list(t.data.std), abs=0)
