@@ -114,6 +114,10 @@ def test_a_grid_run_can_start_from_another_run_of_the_grid(tmp_path):
         got = load(tmp_path / name / "checkpoint.pt")["model"]
         assert torch.equal(got["1.weight"], bp["1.weight"])  # copied from its own seed's source, then frozen
         assert not torch.equal(got["4.weight"], bp["4.weight"])
+    from dflearn.experiments import table
+
+    rows = {r["rule"]: r for r in table(tmp_path)}  # each seed's own source counts as one setting
+    assert rows["dfa"]["seeds"] == rows["bp"]["seeds"] == 2 and rows["dfa"]["init_from"].endswith("seed*")
 
 
 def test_sdfa_transfer_preset_freezes_conv3s_conv_blocks_and_starts_from_bp():

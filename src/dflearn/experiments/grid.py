@@ -226,9 +226,19 @@ def _waves(runs: list[tuple[str, Config]]) -> list[list[str]]:
 
 
 # ------------------------------------------------------------------ tables
+def as_cell_config(config: dict) -> dict:
+    """A run's config as tables and plots group it: an `init_from` that names the same
+    seed's source run ('...-seed3') counts as one setting across seeds ('...-seed*')."""
+    source = config.get("init_from")
+    if isinstance(source, str) and re.search(rf"seed{config.get('seed')}(?!\d)", source):
+        return {**config, "init_from": re.sub(rf"seed{config.get('seed')}(?!\d)", "seed*", source)}
+    return config
+
+
 def collect(folder: str | Path) -> list[dict]:
-    """Every finished run under `folder` (or `folder` itself): its config merged with its summary.
-    Runs with a half-written or diverged summary, or a damaged config.json, are left out."""
+    """Every finished run under `folder` (or `folder` itself): its config merged with its summary
+    (the config as `as_cell_config` gives it). Runs with a half-written or diverged summary, or a
+    damaged config.json, are left out."""
     from ..training import rundir
 
     folder = Path(folder)
@@ -242,7 +252,7 @@ def collect(folder: str | Path) -> list[dict]:
             continue
         if not summary or summary.get("diverged") or "best_test_accuracy" not in summary or not isinstance(config, dict):
             continue
-        rows.append({"dir": str(d), "config": config, **summary})
+        rows.append({"dir": str(d), "config": as_cell_config(config), **summary})
     return rows
 
 
