@@ -106,17 +106,18 @@ def test_a_grid_run_can_start_from_another_run_of_the_grid(tmp_path):
     grid = Grid(base, [], [0, 1], [{"rules": ["dfa"], **transfer}, {"rules": ["bp"]}])
     runs = grid.runs()
     assert [c.init_from for _, c in runs[:2]] == [src.replace("{seed}", "0"), src.replace("{seed}", "1")]
-    run_grid(runs, tmp_path, log=lambda *a: None)
+    out = tmp_path / "grid"  # not the current folder: the source is found beside the run's own folder
+    run_grid(runs, out, log=lambda *a: None)
     for seed in (0, 1):
-        bp = load(tmp_path / src.replace("{seed}", str(seed)) / "checkpoint.pt")["model"]
+        bp = load(out / src.replace("{seed}", str(seed)) / "checkpoint.pt")["model"]
         name = [n for n, c in runs if c.rule == "dfa" and c.seed == seed][0]
         assert name.endswith("-init=3-freeze=3")
-        got = load(tmp_path / name / "checkpoint.pt")["model"]
+        got = load(out / name / "checkpoint.pt")["model"]
         assert torch.equal(got["1.weight"], bp["1.weight"])  # copied from its own seed's source, then frozen
         assert not torch.equal(got["4.weight"], bp["4.weight"])
     from dflearn.experiments import table
 
-    rows = {r["rule"]: r for r in table(tmp_path)}  # each seed's own source counts as one setting
+    rows = {r["rule"]: r for r in table(out)}  # each seed's own source counts as one setting
     assert rows["dfa"]["seeds"] == rows["bp"]["seeds"] == 2 and rows["dfa"]["init_from"].endswith("seed*")
 
 
