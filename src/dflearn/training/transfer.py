@@ -55,6 +55,9 @@ def check_config(c) -> None:
         raise DflearnError(f"init from must be a run directory or checkpoint path, got {c.init_from!r}")
     if not isinstance(c.init_feedback, bool):
         raise DflearnError(f"init feedback must be true or false, got {c.init_feedback!r}")
+    if c.freeze and c.align_every:  # alignment.py differentiates every block's parameters
+        raise DflearnError("--align-every cannot be combined with --freeze yet (the alignment diagnostics need "
+                           "a gradient for every block); measure alignment in a run without --freeze")
     if (c.init_blocks or c.init_feedback) and not c.init_from:
         raise DflearnError("--init-blocks and --init-feedback need --init-from RUN (the run to copy from)")
 
