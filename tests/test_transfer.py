@@ -145,3 +145,15 @@ def test_sdfa_transfer_preset_freezes_conv3s_conv_blocks_and_starts_from_bp():
     assert {c.rule for _, c in runs} == {"bp", "dkp", "dfa"} and {c.seed for _, c in runs} == {0, 1, 2}
     dkp = [c for _, c in runs if c.rule == "dkp"][0].resolved()
     assert dkp.model == "alexnet" and dkp.rule_options == {"init": "zeros"} and dkp.feedback_lr == 0.01
+
+
+@pytest.mark.parametrize("rule", sorted(dflearn.RULES))
+def test_every_rule_leaves_a_frozen_block_alone(tmp_path, rule):
+    # rules that write weights themselves (PEPITA) or read their gradients (KP) included
+    t = Trainer(Config(rule=rule, epochs=1, max_steps_per_epoch=3, freeze=["3"], val_fraction=0.0,
+                       model_options={"widths": [16, 16]}), tmp_path / "r", **quiet())
+    frozen = {k: v.clone() for k, v in t.model[1].state_dict().items()}
+    other = t.model[4].weight.clone()
+    t.train_epoch()
+    assert all(torch.equal(v, frozen[k]) for k, v in t.model[1].state_dict().items())
+    assert not torch.equal(t.model[4].weight, other)  # the block above still learns
