@@ -58,10 +58,13 @@ def markdown(chosen: list[dict]) -> str:
 
 def write(folder: str | Path, rows: list[dict]) -> list[dict]:
     """Append the winners to results.md and write lr_selection.json; returns them ([] for a single lr)."""
+    from ..training.rundir import atomic_write
+
     chosen = winners(rows)
     if chosen:
         folder = Path(folder)
-        with open(folder / "results.md", "a") as f:
-            f.write("\n## Learning rate chosen on validation\n\n" + markdown(chosen))
-        (folder / "lr_selection.json").write_text(json.dumps(chosen, indent=2) + "\n")
+        text = (folder / "results.md").read_text() + "\n## Learning rate chosen on validation\n\n" + markdown(chosen)
+        atomic_write(folder / "results.md", lambda f: f.write(text.encode()))
+        data = json.dumps(chosen, indent=2) + "\n"
+        atomic_write(folder / "lr_selection.json", lambda f: f.write(data.encode()))
     return chosen
