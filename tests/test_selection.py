@@ -156,3 +156,21 @@ def test_robust_evaluates_with_the_normalisation_the_run_trained_with(tmp_path):
     net, data, _ = load_network(tmp_path / "r")
     assert net.mean.flatten().tolist() == pytest.approx(list(t.data.mean), abs=0)
     assert net.std.flatten().tolist() == pytest.approx(list(t.data.std), abs=0)
+
+
+def test_a_text_corpus_holds_out_the_end_of_its_training_text(tmp_path):
+    from dflearn.data.text import corpus_from_text
+
+    text = "to be or not to be, that is the question; whether tis nobler in the mind to suffer\n" * 40
+    corpus = corpus_from_text(text, "t")
+    split = split_validation(corpus, 0.1)
+    assert torch.equal(torch.cat([split.train, split.val]), corpus.train)  # contiguous: train, then val
+    assert len(split.val) == round(0.1 * len(corpus.train)) and torch.equal(split.test, corpus.test)
+    path = tmp_path / "t.txt"
+    path.write_text(text)
+    s = dflearn.fit(rule="dfa", dataset=f"text:{path}", model="gpt",
+                    model_options={"layers": 1, "width": 16, "heads": 2, "context": 16},
+                    epochs=2, max_steps_per_epoch=3, batch_size=4, out=tmp_path / "r", **quiet())
+    rows = [json.loads(x) for x in open(tmp_path / "r" / "metrics.jsonl")]
+    assert all({"val_loss", "val_acc", "val_bpc", "test_bpc"} <= set(r) for r in rows)
+    assert s["val_size"] == len(split.val) and s["val_best_epoch"] in (1, 2)
