@@ -53,7 +53,13 @@ def test_papers_layout_has_rules_as_columns(grid_dir):
     rows = write_table(grid_dir, layout="papers")
     md = (grid_dir / "results.md").read_text().splitlines()
     assert md[0] == "| dataset | model | bp | dfa |"
+    # the runs have a validation split, so the cells show the test accuracy at the validation-best epoch
+    assert md[2].startswith("| digits | mlp | " + f"{100 * rows[0]['selected_mean']:.2f} ± ")
+    assert "Test accuracy at the epoch of best validation accuracy" in md[-1]
+    write_table(grid_dir, layout="papers", metric="paper")  # the LAS paper's protocol, on request, named
+    md = (grid_dir / "results.md").read_text().splitlines()
     assert md[2].startswith("| digits | mlp | " + f"{100 * rows[0]['best_mean']:.2f} ± ")
+    assert "Best test accuracy over epochs" in md[-1] and "protocol" in md[-1]
 
 
 def test_interrupted_grid_finishes_with_the_same_table(grid_dir, tmp_path):

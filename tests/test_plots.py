@@ -61,8 +61,11 @@ def test_every_registered_rule_has_its_own_colour():
 
 def test_axes_say_what_they_show(one_epoch_runs):
     fig = learning_curves(one_epoch_runs)
-    acc, loss = fig.axes
-    assert "%" in acc.get_ylabel() and loss.get_yscale() == "log"
+    acc, loss, val = fig.axes  # the runs hold out a validation split: its accuracy is the third panel
+    assert "%" in acc.get_ylabel() and loss.get_yscale() == "log" and "validation" in val.get_ylabel()
+    assert "validation-best" in acc.get_title()
+    selected = [line for line in acc.lines if (line.get_gid() or "").startswith("selected:")]
+    assert len(selected) == len(one_epoch_runs)  # one marker per run at its chosen epoch
     assert all(0 <= y <= 100 for line in acc.lines for y in line.get_ydata())
     assert "digits" in fig._suptitle.get_text() and "mlp" in fig._suptitle.get_text()
     assert "1 epoch" in fig._suptitle.get_text() and "2 seeds" in fig._suptitle.get_text()

@@ -84,7 +84,10 @@ def load_network(run: str | Path, device: torch.device | str = "cpu"):
         raise DflearnError(f"{run} holds no run (no config.json); name a run directory") from None
     except json.JSONDecodeError:
         raise DflearnError(f"{run / 'config.json'} is not valid JSON; the run directory is damaged") from None
-    data = load_dataset(config["dataset"], config.get("data_dir"))
+    from .data.split import split_validation
+
+    # the run's own split: its normalisation statistics are those of the training images it kept
+    data = split_validation(load_dataset(config["dataset"], config.get("data_dir")), config.get("val_fraction", 0.0))
     model = build_model(config["model"], data.input_shape, data.num_classes, **config.get("model_options", {}))
     state = load(run / CHECKPOINT)
     try:

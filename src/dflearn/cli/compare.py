@@ -36,6 +36,10 @@ def add_grid_output(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("grid")
     g.add_argument("--layout", choices=["rows", "papers"], default="rows",
                    help="results.md: one row per cell (default) or the papers' layout, rules as columns")
+    g.add_argument("--table-metric", choices=["auto", "selected", "paper", "final"], default="auto",
+                   help="the figure in the papers layout's cells: selected = test accuracy at the validation-best "
+                        "epoch, paper = best test accuracy over epochs (the LAS paper's protocol), final; auto "
+                        "(default): selected when every run has a validation split, else paper")
     g.add_argument("--jobs", type=int, default=1, help="runs at once, in separate processes (default 1)")
     g.add_argument("-q", "--quiet", action="store_true", help="no per-epoch lines")
     from ..experiments import loggers
@@ -44,6 +48,7 @@ def add_grid_output(p: argparse.ArgumentParser) -> None:
 
 def finish(runs, out: Path, args) -> None:
     """Run the grid, write results.md / results.csv and print the table."""
+    from ..experiments import lrsearch
     from ..experiments.grid import run_grid, write_table
 
     log = (lambda *a: None) if args.quiet else print
@@ -55,7 +60,8 @@ def finish(runs, out: Path, args) -> None:
     summaries = run_grid(runs, out, jobs=args.jobs, log=log, loggers=loggers.from_args(args))
     diverged = [s for s in summaries if s.get("diverged")]
     if len(diverged) < len(summaries):
-        write_table(out, args.layout)
+        rows = write_table(out, args.layout, getattr(args, "table_metric", "auto"))
+        lrsearch.write(out, rows)  # several lrs: each rule's chosen on validation, appended to results.md
         print((out / "results.md").read_text(), end="")
         print(f"table written to {out / 'results.md'} and {out / 'results.csv'}")
     if diverged:
@@ -98,7 +104,8 @@ def register(sub) -> None:
     p.add_argument("--seeds", help="comma-separated seeds (default 0,1,2; --seed N is --seeds N)")
     p.add_argument("--models", help="comma-separated models (overrides --model)")
     p.add_argument("--datasets", help="comma-separated data sets (overrides --dataset)")
-    p.add_argument("--lrs", help="comma-separated learning rates (overrides --lr)")
+    p.add_argument("--lrs", help="comma-separated learning rates (overrides --lr); each rule's is then chosen on "
+                                 "the validation split (results.md, lr_selection.json)")
     p.add_argument("--out", help="grid folder (required): one run directory per run, results.md, results.csv")
     p.add_argument("--align-every", type=int, default=S, help="measure alignment with BP every K steps")
     add_config_arguments(p)

@@ -57,6 +57,20 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=["fp32", "bf16"], default=S,
                    help="fp32 (default) or bf16: the step and evaluation under torch.autocast, parameters fp32")
     g.add_argument("--compile", action="store_true", default=S, help="torch.compile the model (in place)")
+    g.add_argument("--val-fraction", type=float, default=S, metavar="F",
+                   help="hold out this fraction of the training split for validation, stratified, with a fixed "
+                        "seed independent of --seed (default 0.1; 0: none); the summary reports the test accuracy "
+                        "at the validation-best epoch")
+    g = p.add_argument_group("transfer: start from another run, keep blocks fixed (names: feedback points, "
+                             "'head', or module names; a wrong name lists the valid ones)")
+    g.add_argument("--init-from", metavar="RUN", default=S,
+                   help="copy model weights from RUN (a run directory, i.e. its checkpoint.pt, or a .pt such as RUN/best.pt)")
+    g.add_argument("--init-blocks", metavar="NAMES", default=S,
+                   help="with --init-from: copy only these blocks (comma list); the others keep this run's initialisation")
+    g.add_argument("--init-feedback", action="store_true", default=S,
+                   help="with --init-from: also copy the rule's feedback state")
+    g.add_argument("--freeze", metavar="NAMES", default=S,
+                   help="keep these blocks' parameters fixed (comma list; also their BN statistics)")
     g = p.add_argument_group("learned feedback (LAS/LTAS local modules, DKP matrices); default: the rule's own, else the network's")
     g.add_argument("--feedback-optimizer", choices=["adam", "sgd"], default=S)
     g.add_argument("--feedback-lr", type=float, default=S)

@@ -31,6 +31,10 @@ class Dataset:
     source: str = ""  # where the files were read from, for the run's record
     mean: tuple[float, ...] = field(default=())  # per channel, in [0, 1] units
     std: tuple[float, ...] = field(default=())
+    # the validation split, held out of the training split (data/split.py); None: none
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
+    val_indices: torch.Tensor | None = None  # positions of x_val in the full training split
 
     def __post_init__(self):
         for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
@@ -59,7 +63,8 @@ class Dataset:
         return tuple(self.x_train.shape[1:])
 
     def __repr__(self):
-        return (f"Dataset({self.name}: {len(self.x_train)} train / {len(self.x_test)} test, "
+        val = f" / {len(self.x_val)} val" if self.x_val is not None else ""
+        return (f"Dataset({self.name}: {len(self.x_train)} train{val} / {len(self.x_test)} test, "
                 f"input {self.input_shape}, {self.num_classes} classes)")
 
 

@@ -45,6 +45,7 @@ class TextCorpus:
     test: torch.Tensor  # int64 (n_test,)
     vocab: list[str]
     source: str = ""
+    val: torch.Tensor | None = None  # the validation text, cut from the end of the training text (data/split.py)
 
     @property
     def num_classes(self) -> int:
@@ -58,6 +59,10 @@ class TextCorpus:
     @property
     def x_test(self) -> torch.Tensor:
         return self.test
+
+    @property
+    def x_val(self) -> torch.Tensor | None:
+        return self.val
 
     @property
     def input_shape(self) -> tuple[int]:
@@ -84,14 +89,15 @@ class TextCorpus:
         rows = self.train[starts[:, None] + torch.arange(context + 1)]
         return rows[:, :-1], rows[:, 1:]
 
-    def eval_windows(self, context: int):
-        """The test text in non-overlapping windows: (W, context) inputs and targets; the
-        rest shorter than a window is left out (at most context characters)."""
-        n = (len(self.test) - 1) // context
+    def eval_windows(self, context: int, split: str = "test"):
+        """The test (or validation) text in non-overlapping windows: (W, context) inputs and
+        targets; the rest shorter than a window is left out (at most context characters)."""
+        text = getattr(self, split)
+        n = (len(text) - 1) // context
         if n == 0:
-            raise DflearnError(f"{self.name}: the test text is shorter than one window of {context + 1}")
-        x = self.test[:n * context].view(n, context)
-        y = self.test[1:n * context + 1].view(n, context)
+            raise DflearnError(f"{self.name}: the {split} text is shorter than one window of {context + 1}")
+        x = text[:n * context].view(n, context)
+        y = text[1:n * context + 1].view(n, context)
         return x, y
 
 
@@ -170,7 +176,7 @@ class TextBatches:
             if steps:
                 self.steps = min(self.steps, steps)
         else:
-            self.x, self.y = (t.to(device) for t in corpus.eval_windows(context))
+            self.x, self.y = (t.to(device) for t in corpus.eval_windows(context, split))
             self.steps = -(-len(self.x) // batch_size)
 
     def __len__(self) -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..errors import DflearnError
 from ..training import Config, Trainer
 from ..training.checkpoint import CHECKPOINT
+from ..training.transfer import names_list
 
 # columns in the papers' order; rules not listed follow alphabetically
 RULE_ORDER = ("bp", "shallow", "dfa", "sdfa", "drtp", "dkp", "las", "ltas")
@@ -31,7 +32,10 @@ NOT_A_CELL = ("seed",) + Config.RUNTIME  # runs differing only in these are repe
 class Grid:
     """Every rule x seed for each variant. `base` holds the Config fields all runs
     share; a variant overrides some (dataset, model, augment, lr, ...) and may
-    carry its own 'rules'; `rule_options` are per rule (e.g. {'dfa': {'init': 'product'}})."""
+    carry its own 'rules' and 'rule_options' (which win over the per-rule ones);
+    `rule_options` are per rule (e.g. {'dfa': {'init': 'product'}}). An `init_from`
+    may hold '{seed}' (each seed starts from its own source run) and may name
+    another run of the grid by its folder name: that run then goes first."""
 
     base: dict
     rules: list[str]
@@ -43,12 +47,15 @@ class Grid:
         """(directory name, Config) of every run, in order; names are unique."""
         out: dict[str, Config] = {}
         for variant in self.variants:
-            fields = {k: v for k, v in variant.items() if k != "rules"}
+            fields = {k: v for k, v in variant.items() if k not in ("rules", "rule_options")}
             for rule in variant.get("rules", self.rules):
                 for seed in self.seeds:
-                    options = {**self.base.get("rule_options", {}), **self.rule_options.get(rule, {})}
+                    options = {**self.base.get("rule_options", {}), **self.rule_options.get(rule, {}),
+                               **variant.get("rule_options", {})}
                     config = Config.from_dict({**self.base, **fields, "rule": rule, "seed": seed,
                                                "rule_options": options})
+                    if isinstance(config.init_from, str) and "{seed}" in config.init_from:
+                        config.init_from = config.init_from.replace("{seed}", str(seed))
                     name = run_name(config)
                     if name in out:
                         raise DflearnError(f"two runs of the grid would share the folder '{name}'; "
@@ -74,6 +81,10 @@ def rule_label(config: Config | dict) -> str:
 def run_name(config: Config) -> str:
     c = config
     name = f"{c.dataset}-{c.model}-{c.augment or 'noaug'}-lr{c.lr:g}-{rule_label(c)}-seed{c.seed}"
+    if c.init_from:  # a transferred run never shares the folder of the run it starts from
+        name += "-init" + ("=" + "+".join(names_list(c.init_blocks)) if c.init_blocks else "")
+    if c.freeze:
+        name += "-freeze=" + "+".join(names_list(c.freeze))
     return re.sub(r"[^\w.+=,-]", "_", name)
 
 
@@ -165,6 +176,15 @@ def run_grid(runs: list[tuple[str, Config]], out: str | Path, *, jobs: int = 1, 
         raise DflearnError(f"cannot use {out} as a grid folder: {exc.strerror or exc}; choose another --out") from None
     for name, config in runs:
         config.resolved()  # bad names fail now, not after hours of other runs
+    waves = _waves(runs)
+    if len(waves) > 1:  # runs that start from another run of the grid (--init-from NAME) wait for it
+        by_name = dict(runs)
+        done: dict[str, dict] = {}
+        for wave in waves:
+            for name, summary in zip(wave, run_grid([(n, by_name[n]) for n in wave], out, jobs=jobs,
+                                                    progress=progress, log=log, loggers=loggers)):
+                done[name] = summary
+        return [done[name] for name, _ in runs]
     if jobs <= 1:
         summaries = []
         for k, (name, config) in enumerate(runs, 1):
@@ -182,10 +202,43 @@ def run_grid(runs: list[tuple[str, Config]], out: str | Path, *, jobs: int = 1, 
     return summaries
 
 
+def _waves(runs: list[tuple[str, Config]]) -> list[list[str]]:
+    """Run names in waves: a run whose init_from names another run of the grid comes after it."""
+    names = {n for n, _ in runs}
+
+    def source(config: Config) -> str | None:
+        first = Path(config.init_from).parts[0] if config.init_from else None
+        return first if first in names else None
+
+    level: dict[str, int] = {}
+
+    def depth(name: str, seen=()) -> int:
+        if name not in level:
+            src = source(dict(runs)[name])
+            if src in seen or src == name:
+                raise DflearnError(f"runs of the grid start from each other in a circle ({name}); check init_from")
+            level[name] = 0 if src is None else depth(src, seen + (name,)) + 1
+        return level[name]
+
+    for n, _ in runs:
+        depth(n)
+    return [[n for n, _ in runs if level[n] == k] for k in range(max(level.values(), default=0) + 1)]
+
+
 # ------------------------------------------------------------------ tables
+def as_cell_config(config: dict) -> dict:
+    """A run's config as tables and plots group it: an `init_from` that names the same
+    seed's source run ('...-seed3') counts as one setting across seeds ('...-seed*')."""
+    source = config.get("init_from")
+    if isinstance(source, str) and re.search(rf"seed{config.get('seed')}(?!\d)", source):
+        return {**config, "init_from": re.sub(rf"seed{config.get('seed')}(?!\d)", "seed*", source)}
+    return config
+
+
 def collect(folder: str | Path) -> list[dict]:
-    """Every finished run under `folder` (or `folder` itself): its config merged with its summary.
-    Runs with a half-written or diverged summary, or a damaged config.json, are left out."""
+    """Every finished run under `folder` (or `folder` itself): its config merged with its summary
+    (the config as `as_cell_config` gives it). Runs with a half-written or diverged summary, or a
+    damaged config.json, are left out."""
     from ..training import rundir
 
     folder = Path(folder)
@@ -199,7 +252,7 @@ def collect(folder: str | Path) -> list[dict]:
             continue
         if not summary or summary.get("diverged") or "best_test_accuracy" not in summary or not isinstance(config, dict):
             continue
-        rows.append({"dir": str(d), "config": config, **summary})
+        rows.append({"dir": str(d), "config": as_cell_config(config), **summary})
     return rows
 
 
@@ -217,9 +270,18 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 
+def _optional(runs: list[dict], key: str) -> tuple[float, float]:
+    """Mean and std of a summary key that older runs (or runs without validation) lack: NaN unless all have it."""
+    values = [r.get(key) for r in runs]
+    return _mean_std(values) if all(v is not None for v in values) else (math.nan, math.nan)
+
+
 def table(folder: str | Path) -> list[dict]:
     """One row per cell (runs equal but for the seed): mean and std over seeds of
-    best and final test accuracy and seconds per epoch."""
+    the best test accuracy over epochs (`best`, the paper protocol), the final one
+    (`final`), seconds per epoch, and, when every run has a validation split, the
+    test accuracy at the validation-best epoch (`selected`) and that validation
+    accuracy (`val`)."""
     cells: dict[str, list[dict]] = {}
     for run in collect(folder):
         cells.setdefault(_cell(run["config"]), []).append(run)
@@ -238,6 +300,8 @@ def table(folder: str | Path) -> list[dict]:
                           ("seconds_per_epoch", "seconds_per_epoch"), ("final_test_bpc", "final_bpc")):
             if key in runs[0]:  # bits per character: language-model runs only
                 row[f"{name}_mean"], row[f"{name}_std"] = _mean_std([r[key] for r in runs])
+        for key, name in (("test_accuracy_at_val_best", "selected"), ("val_best_accuracy", "val")):
+            row[f"{name}_mean"], row[f"{name}_std"] = _optional(runs, key)
         row["epochs"] = c["epochs"]
         rows.append(row)
     rows.sort(key=lambda r: (tuple(json.dumps(r[k]) for k in shown), _rule_key(r["rule"])))
@@ -248,6 +312,8 @@ def table(folder: str | Path) -> list[dict]:
 
 
 def _pct(mean: float, std: float) -> str:
+    if math.isnan(mean):
+        return "–"
     return f"{100 * mean:.2f}" + ("" if math.isnan(std) else f" ± {100 * std:.2f}")
 
 
@@ -256,9 +322,29 @@ def _bpc(row: dict) -> str:
     return "–" if math.isnan(mean) else f"{mean:.3f}" + ("" if math.isnan(std) else f" ± {std:.3f}")
 
 
-def markdown(rows: list[dict], layout: str = "rows") -> str:
-    """A Markdown table: one row per cell ('rows'), or the papers' layout with
-    rules as columns and best test accuracy in the cells ('papers')."""
+METRICS = {  # what a papers-layout cell shows, and how the table says so
+    "selected": ("selected", "Test accuracy at the epoch of best validation accuracy (%; selected on the "
+                             "validation split, never on test)"),
+    "paper": ("best", "Best test accuracy over epochs (%; the LAS paper's protocol: the epoch is chosen on the "
+                      "test set, so the figure is optimistic)"),
+    "final": ("final", "Test accuracy after the last epoch (%)"),
+}
+
+
+def table_metric(rows: list[dict], metric: str = "auto") -> str:
+    """'auto': the validation-selected figure when every cell has one, else the paper protocol's."""
+    if metric == "auto":
+        return "selected" if all(not math.isnan(r["selected_mean"]) for r in rows) else "paper"
+    if metric not in METRICS:
+        raise DflearnError(f"unknown table metric '{metric}'; choose auto, selected, paper or final")
+    return metric
+
+
+def markdown(rows: list[dict], layout: str = "rows", metric: str = "auto") -> str:
+    """A Markdown table: one row per cell ('rows': every figure, each named), or the
+    papers' layout with rules as columns and one figure in the cells ('papers';
+    `metric`: selected, paper, final or auto, see `table_metric`; language-model runs:
+    final test bits per character), named below the table."""
     shown = [k for k in rows[0] if k not in ("rule", "seeds", "epochs") and not k.endswith(("_mean", "_std"))]
     if layout == "papers":
         rules = sorted({r["rule"] for r in rows}, key=_rule_key)
@@ -267,29 +353,35 @@ def markdown(rows: list[dict], layout: str = "rows") -> str:
             groups.setdefault(tuple(str(r[k]) for k in shown), {})[r["rule"]] = r
         lines = ["| " + " | ".join(shown + rules) + " |", "|" + "---|" * (len(shown) + len(rules))]
         text = all(not math.isnan(r.get("final_bpc_mean", math.nan)) for r in rows)
+        name, label = METRICS[table_metric(rows, metric)]
         for key, by_rule in groups.items():
             cells = [("–" if x not in by_rule else _bpc(by_rule[x]) if text
-                      else _pct(by_rule[x]["best_mean"], by_rule[x]["best_std"])) for x in rules]
+                      else _pct(by_rule[x][f"{name}_mean"], by_rule[x][f"{name}_std"])) for x in rules]
             lines.append("| " + " | ".join(list(key) + cells) + " |")
         seeds = sorted({r["seeds"] for r in rows})
-        what = "Final test bits per character" if text else "Best test accuracy over epochs (%)"
+        what = "Final test bits per character" if text else label
         lines.append(f"\n{what}, mean ± std over {'/'.join(map(str, seeds))} seed(s).")
         return "\n".join(lines) + "\n"
     bpc = "final_bpc_mean" in rows[0]
-    head = shown + ["rule", "seeds", "epochs", "best test acc (%)", "final test acc (%)", "s/epoch"] + \
+    head = shown + ["rule", "seeds", "epochs", "test acc at val-best epoch (%)",
+                    "best test acc over epochs, paper protocol (%)", "final test acc (%)", "s/epoch"] + \
         (["final test bpc"] if bpc else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         spe = f"{r['seconds_per_epoch_mean']:.2f}" + ("" if math.isnan(r["seconds_per_epoch_std"])
                                                       else f" ± {r['seconds_per_epoch_std']:.2f}")
+        selected = "–" if math.isnan(r["selected_mean"]) else _pct(r["selected_mean"], r["selected_std"])
         lines.append("| " + " | ".join([str(r[k]) for k in shown] + [r["rule"], str(r["seeds"]), str(r["epochs"]),
-                     _pct(r["best_mean"], r["best_std"]), _pct(r["final_mean"], r["final_std"]), spe]
+                     selected, _pct(r["best_mean"], r["best_std"]), _pct(r["final_mean"], r["final_std"]), spe]
                                        + ([_bpc(r)] if bpc else [])) + " |")
-    lines.append("\nMean ± sample std over seeds; s/epoch is the median training time of an epoch.")
+    lines.append("\nMean ± sample std over seeds; s/epoch is the median training time of an epoch. "
+                 "'At val-best epoch': the test accuracy of the epoch with the best validation accuracy "
+                 "(– : a run without a validation split); 'paper protocol': the best test accuracy over "
+                 "epochs, chosen on test as the LAS paper reports it.")
     return "\n".join(lines) + "\n"
 
 
-def write_table(folder: str | Path, layout: str = "rows") -> list[dict]:
+def write_table(folder: str | Path, layout: str = "rows", metric: str = "auto") -> list[dict]:
     """Write results.md and results.csv into `folder`; returns the rows."""
     folder = Path(folder)
     import io
@@ -297,7 +389,7 @@ def write_table(folder: str | Path, layout: str = "rows") -> list[dict]:
     from ..training.rundir import atomic_write
 
     rows = table(folder)
-    text = markdown(rows, layout)
+    text = markdown(rows, layout, metric)
     atomic_write(folder / "results.md", lambda f: f.write(text.encode()))
     buf = io.StringIO(newline="")
     w = csv.DictWriter(buf, fieldnames=list(rows[0]))

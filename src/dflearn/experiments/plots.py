@@ -33,7 +33,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from ..errors import DflearnError  # noqa: E402
-from .grid import NOT_A_CELL, _rule_key, rule_label  # noqa: E402
+from .grid import NOT_A_CELL, _rule_key, as_cell_config, rule_label  # noqa: E402
 
 DIAGNOSTICS = {"alignment": ("signal alignment with BP", "cosine"),
                "update_alignment": ("weight-update alignment with BP", "cosine"),
@@ -80,6 +80,7 @@ def load_runs(paths) -> list[dict]:
                     raise DflearnError(f"{d} has metrics.jsonl but no config.json; the run directory is damaged") from None
                 if not isinstance(config, dict):
                     raise DflearnError(f"{d / 'config.json'} does not hold a configuration; the run directory is damaged")
+                config = as_cell_config(config)
                 runs.append({"dir": str(d), "config": config, "rows": rows})
     if not runs:
         raise DflearnError("no finished epoch in the given runs; nothing to plot")
@@ -175,15 +176,29 @@ def _epochs_axis(ax, last: int) -> None:
 
 
 def learning_curves(runs: list[dict]) -> Figure:
-    """Test accuracy (%) and test loss (log scale) per epoch."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    """Test accuracy (%) and test loss (log scale) per epoch; when every run has a
+    validation split, a third panel of validation accuracy, and on the test-accuracy
+    panel an open diamond at each run's validation-best epoch (the figure the tables
+    report as 'at val-best'; gid 'selected:DIR')."""
+    val = all("val_acc" in row for r in runs for row in r["rows"])
+    fig, axes = plt.subplots(1, 3 if val else 2, figsize=(16 if val else 11, 4.2), layout="constrained")
     for label, members in group(runs).items():
         style = _style(members)
         _series(axes[0], members, label, style,
                 lambda r: ([row["epoch"] for row in r["rows"]], [100 * row["test_acc"] for row in r["rows"]]))
         _series(axes[1], members, label, style,
                 lambda r: ([row["epoch"] for row in r["rows"]], [row["test_loss"] for row in r["rows"]]))
-    axes[0].set(ylabel="test accuracy (%)", title="test accuracy")
+        if val:
+            _series(axes[2], members, label, style,
+                    lambda r: ([row["epoch"] for row in r["rows"]], [100 * row["val_acc"] for row in r["rows"]]))
+            for r in members:
+                chosen = max(r["rows"], key=lambda row: row["val_acc"])  # the first on ties
+                axes[0].plot([chosen["epoch"]], [100 * chosen["test_acc"]], marker="D", ms=7, mfc="none",
+                             color=style["color"], ls="none", gid=f"selected:{r['dir']}")
+    axes[0].set(ylabel="test accuracy (%)", title="test accuracy (◇: at the validation-best epoch)" if val
+                else "test accuracy")
+    if val:
+        axes[2].set(ylabel="validation accuracy (%)", title="validation accuracy (selects the epoch)")
     axes[1].set(ylabel="test loss (cross-entropy, log scale)", title="test loss", yscale="log")
     plain = FuncFormatter(lambda v, _: f"{v:.3g}")  # 0.15, not 1.5×10⁻¹
     axes[1].yaxis.set_major_formatter(plain)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import DflearnError
-from .grid import Grid
+from ..training import Config
+from .grid import Grid, run_name
 
 BUDGETS = ("smoke", "short", "paper")
 FC_RULES = ["bp", "shallow", "dfa", "las", "ltas"]
@@ -24,7 +25,8 @@ SMOKE = {"epochs": 1, "max_steps_per_epoch": 5}
 # (0.79M in its Linear layers, the rest attention), 119M per window; an epoch of Tiny Shakespeare
 # is 1,003,854 / 128 windows. The ViT 4x128 on 32x32 (64 patches): ~55M.
 MACS = {"mlp-mnist": 1.9e6, "mlp-cifar": 46.6e6, "conv3": 151e6, "conv3bn": 151e6, "resnet18": 145e6,
-        "dkpnet": 8.3e6, "gpt": 119e6, "gpt-sublayer": 119e6, "vit": 55e6}
+        "dkpnet": 8.3e6, "gpt": 119e6, "gpt-sublayer": 119e6, "vit": 55e6,
+        "alexnet": 95e6}  # alexnet at -m resize=64 (the CPU budgets); ~710e6 at 224
 TRAIN_SIZE = {"mnist": 60_000, "fashion-mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000,
               "tinyimagenet": 100_000, "digits": 1_437, "tinyshakespeare": 7_842}
 PIXELS = {"tinyimagenet": 4}  # 64x64 inputs cost ~4x the 32x32 ones for convnets
@@ -152,6 +154,53 @@ def _dfa_transformer(budget: str) -> Grid:
     return Grid({**base, "batch_size": 16, "epochs": 1, "max_steps_per_epoch": 3}, TRANSFORMER_RULES, [0], variants)
 
 
+CONV3_BLOCKS = ["3", "7", "11"]  # Conv3's three conv blocks, by feedback point (conv 0, 4, 8)
+
+
+def _sdfa_transfer(budget: str) -> Grid:
+    """Seed 002's accuracy experiment: Conv3 trained by BP on CIFAR-10; then its conv
+    blocks copied and frozen, its FC layers freshly initialised (this run's seed) and
+    trained by BP, DFA and sparse DFA with k=1 and k=5 (of d_L=10). Each seed's transfer
+    runs start from that seed's BP run, a run of the same grid (it goes first)."""
+    base = {"dataset": "cifar10", "model": "conv3", "augment": "flip", "optimizer": "adam", "lr": 1e-4,
+            "batch_size": 64}
+    if budget == "paper":
+        (e1, e2), seeds, extra = (100, 100), [0, 1, 2], {"schedule": "paper"}
+    elif budget == "short":  # on the 10k-image CIFAR-10 subset: ~1 min per BP epoch, ~0.4 min frozen
+        (e1, e2), seeds, extra = (5, 3), [0, 1, 2], {"max_steps_per_epoch": 150}
+    else:
+        (e1, e2), seeds, extra = (1, 1), [0], {"max_steps_per_epoch": SMOKE["max_steps_per_epoch"]}
+    pretrain = {"rules": ["bp"], "epochs": e1}
+    source = run_name(Config.from_dict({**base, **extra, "rule": "bp", "seed": 0}))
+    assert source.endswith("-seed0")
+    transfer = {"init_from": source[:-len("0")] + "{seed}", "init_blocks": CONV3_BLOCKS, "freeze": CONV3_BLOCKS}
+    return Grid({**base, **extra}, [], seeds, [
+        pretrain,
+        {"rules": ["bp", "dfa", "sdfa"], **transfer, "epochs": e2},
+        {"rules": ["sdfa"], "rule_options": {"k": 5}, **transfer, "epochs": e2},
+    ], rule_options={"sdfa": {"k": 1}})
+
+
+def _dkp_cifar100(budget: str) -> Grid:
+    """Seed 003's CIFAR-100 experiment: AlexNet-BN, BP / DKP / DFA, with the reference's
+    optimisers: SGD momentum 0.9, lr 0.1, batch 256, weight decay 1e-4 (BP, DFA) or 1e-6
+    (DKP's forward weights); DKP's B zero-initialised with its own Adam lr 0.01, wd 1e-6,
+    no schedule (the reference's StepLR on B is commented out). 90 epochs at 224 pixels
+    (paper); the CPU budgets resize to 64 pixels."""
+    base = {"dataset": "cifar100", "model": "alexnet", "augment": "flip", "optimizer": "sgd", "lr": 0.1,
+            "momentum": 0.9, "batch_size": 256, "weight_decay": 1e-4}
+    dkp = {"rules": ["dkp"], "weight_decay": 1e-6, "rule_options": {"init": "zeros"}, "feedback_optimizer": "adam",
+           "feedback_lr": 0.01, "feedback_weight_decay": 1e-6, "feedback_schedule": "none"}
+    variants = [{"rules": ["bp", "dfa"]}, dkp]
+    if budget == "paper":
+        return Grid({**base, "epochs": 90}, [], [0, 1, 2], variants)
+    small = {"model_options": {"resize": 64}}
+    if budget == "short":
+        # 35 batches of 256 = the 9,000 training images of the 10k subset once validation is held out
+        return Grid({**base, **small, "epochs": 2, "max_steps_per_epoch": 35}, [], [0, 1, 2], variants)
+    return Grid({**base, **small, **SMOKE}, [], [0], variants)
+
+
 PRESETS = {p.name: p for p in [
     Preset("las-alignment", "LAS paper Fig. 4: layer-wise alignment with BP of DFA, LAS, LTAS; MNIST, FC 2x1024, "
            "feedback from the initial forward weights (paper: SGD lr 1e-4, 100 epochs; smoke/short: Adam lr 1e-4)",
@@ -164,6 +213,14 @@ PRESETS = {p.name: p for p in [
            _las_cnn_table),
     Preset("dkp-cifar10", "DKP paper: BP, DKP, DFA on CIFAR-10 with the small conv net, SGD Nesterov lr 5e-4, "
            "4 seeds", '"Learning the Connections in Direct Feedback Alignment" (Direct Kolen-Pollack): CIFAR-10 BP 70.47, DKP 67.52, DFA 61.02', _dkp_cifar10),
+    Preset("sdfa-transfer", "sparse-DFA paper's accuracy experiment: Conv3 trained by BP on CIFAR-10, its conv "
+           "blocks frozen, FC layers re-initialised and trained by BP, DFA, sparse DFA k=1 and k=5",
+           'Crafton et al., "Direct Feedback Alignment With Sparse Connections for Local Learning" (Front. '
+           'Neurosci. 2019): DFA on FC layers over transferred conv layers is competitive with BP', _sdfa_transfer),
+    Preset("dkp-cifar100", "DKP paper: BP, DKP, DFA on CIFAR-100 with the reference's AlexNet-BN, SGD lr 0.1 "
+           "(paper: 224 px, 90 epochs; smoke/short: 64 px)",
+           '"Learning the Connections in Direct Feedback Alignment" (DKP), reference code: CIFAR-100 BP 66.40, '
+           'DKP 40.85, DFA 14.15 (DFA peaks near 17% then collapses)', _dkp_cifar100),
     Preset("sdfa-k1", "sparse-DFA paper: sparse DFA with one feedback connection per unit (k=1) beside DFA and BP, "
            "FC nets on MNIST and CIFAR-10", 'Crafton et al., "Direct Feedback Alignment With Sparse Connections for Local Learning" (Front. Neurosci. 2019)', _sdfa_k1),
     Preset("dfa-transformer", "a character GPT (4 x 128, context 128) on Tiny Shakespeare under BP, Shallow, DFA, "

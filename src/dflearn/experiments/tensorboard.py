@@ -64,6 +64,12 @@ class TensorBoard:
         h = self.trainer.history
         if h:
             metrics = {"hparam/best_test_acc": max(r["test_acc"] for r in h), "hparam/final_test_acc": h[-1]["test_acc"]}
+            from ..training.selection import val_best
+
+            chosen = val_best(h)
+            if chosen is not None:  # the test accuracy at the validation-best epoch (the honest figure)
+                metrics["hparam/test_acc_at_val_best"] = chosen["test_acc"]
+                metrics["hparam/val_best_acc"] = chosen["val_acc"]
             self.writer.add_hparams(hparams(self.trainer.config.to_dict()), metrics, run_name=".",
                                     global_step=h[-1]["step"])
         self.writer.close()

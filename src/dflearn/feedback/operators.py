@@ -80,20 +80,24 @@ class SparseFeedback(nn.Module):
         d = layout.num_outputs
         if not 1 <= k <= d:
             raise DflearnError(f"sdfa: k must be between 1 and the number of outputs ({d}), got {k}")
-        self.layout, self.points, self.k = layout, list(points), k
+        if rank is not None and not (isinstance(rank, int) and 1 <= rank <= d and k * rank >= d):
+            raise DflearnError(f"sdfa: rank must be an integer from 1 to the number of outputs ({d}) with "
+                               f"k x rank >= {d}, so that every output reaches some unit; got rank {rank} "
+                               f"with k={k}")
+        self.layout, self.points, self.k, self.rank = layout, list(points), k, rank
         idx, val = [], []
         for i in self.points:
             n = layout.points[i].features
-            # k distinct outputs per unit, uniformly at random
-            choice = torch.rand(n, d, generator=generator).argsort(dim=1)[:, :k]
             scale = (d * k) ** 0.25 / math.sqrt(n)  # (ref) s = (d_L k)^(1/4) / sqrt(n_i)
             if rank is None:
+                # k distinct outputs per unit, uniformly at random
+                choice = torch.rand(n, d, generator=generator).argsort(dim=1)[:, :k]
                 v = torch.empty(n, k).uniform_(-scale, scale, generator=generator)
-            else:  # B = mask * (U V^T) of rank r, rescaled to the same spread
-                U = torch.randn(n, rank, generator=generator)
-                V = torch.randn(d, rank, generator=generator)
-                v = (U.unsqueeze(1) * V[choice]).sum(-1)
-                v = v / v.std().clamp_min(1e-12) * (scale / math.sqrt(3))
+            else:
+                if n < rank:
+                    raise DflearnError(f"sdfa: rank {rank} needs at least {rank} units at feedback point "
+                                       f"'{layout.points[i].name}', which has {n}")
+                choice, v = _low_rank_sparse(n, d, k, rank, scale, generator)
             idx.append(choice)
             val.append(v)
         self.register_buffer("index", torch.cat(idx))
@@ -119,6 +123,50 @@ class SparseFeedback(nn.Module):
     def matrices(self) -> list[torch.Tensor]:
         """The dense B_i (n_i, d_L) of each chosen point."""
         return list(self.dense().split([self.layout.points[i].features for i in self.points]))
+
+
+def _balanced_sets(d: int, k: int, rank: int, generator) -> torch.Tensor:
+    """(rank, k) index sets of k distinct outputs each, balanced: each set takes, at
+    random, k of the outputs chosen least often so far, so every output is chosen
+    floor(k rank / d) or ceil(k rank / d) times (every one at least once, since
+    k rank >= d). The reference draws each set with weights favouring the outputs
+    it lacks, which balances only on average and can leave an output out."""
+    counts = torch.zeros(d, dtype=torch.long)
+    sets = []
+    for _ in range(rank):
+        perm = torch.randperm(d, generator=generator)
+        pick = perm[counts[perm].argsort(stable=True)][:k]  # least-chosen first, random among ties
+        counts[pick] += 1
+        sets.append(pick.sort().values)
+    return torch.stack(sets)
+
+
+def _low_rank_sparse(n: int, d: int, k: int, rank: int, scale: float, generator):
+    """The reference construction of a sparse B of rank r (bcrafton/ssdfa, FeedbackMatrix):
+    r balanced index sets S_r of k outputs; every unit reads one set, so that
+    B = sum_r mask_r * (u_r v_r^T), whose rows for the units of set r are multiples of
+    v_r restricted to S_r: rank r exactly when those r restricted vectors are independent
+    (checked; redrawn otherwise) and every set has a unit (units are dealt to the sets
+    in turn, in a random order). u, v uniform in (-s, s); then the whole B, zeros
+    included, is rescaled to standard deviation s, as the reference does."""
+    for _ in range(20):
+        sets = _balanced_sets(d, k, rank, generator)
+        v = torch.empty(rank, d).uniform_(-scale, scale, generator=generator)
+        restricted = torch.zeros(rank, d).scatter_(1, sets, v.gather(1, sets))
+        if torch.linalg.matrix_rank(restricted.double()) == rank:
+            break
+    else:
+        raise DflearnError(f"sdfa: could not draw {rank} independent index sets of {k} of {d} outputs; "
+                           f"use another rank or k")
+    owner = torch.randperm(n, generator=generator) % rank  # set of each unit, balanced
+    u = torch.empty(n).uniform_(-scale, scale, generator=generator)
+    choice = sets[owner]  # (n, k)
+    values = u[:, None] * v[owner].gather(1, choice)
+    # std of the dense (n, d) matrix, zeros included (np.std: the population std)
+    total = n * d
+    mean = values.sum() / total
+    std = ((values.pow(2).sum() / total - mean ** 2).clamp_min(0)).sqrt().clamp_min(1e-12)
+    return choice, values * (scale / std)
 
 
 class LinearLocal(nn.Module):

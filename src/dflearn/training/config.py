@@ -37,6 +37,12 @@ class Config:
     max_steps_per_epoch: int = 0  # stop an epoch after this many batches (0: the whole split); smoke tests
     precision: str = "fp32"  # fp32 | bf16 (autocast; see training/modes.py)
     compile: bool = False  # torch.compile the model in place
+    # validation split and transfer (training/selection.py, training/transfer.py)
+    val_fraction: float = 0.1  # of the training split, held out with a fixed seed (data/split.py); 0: none
+    init_from: str | None = None  # a run directory or checkpoint: start from its model weights
+    init_blocks: list[str] = field(default_factory=list)  # with init_from: only these blocks (empty: all)
+    init_feedback: bool = False  # with init_from: also the rule's feedback state
+    freeze: list[str] = field(default_factory=list)  # feedback points or modules whose parameters stay fixed
     # where and how, not what: free to differ on resume
     device: str = "auto"
     data_dir: str | None = None
@@ -99,6 +105,8 @@ class Config:
             c.threads = torch.get_num_threads()
         if not c.versions:
             c.versions = _versions()
+        from .transfer import check_config
+        check_config(c)  # validation split and transfer fields (training/transfer.py)
         return c
 
     def differences(self, other: "Config") -> list[str]:

@@ -30,16 +30,18 @@ from tqdm import tqdm
 from .. import plugins
 from ..alignment import diagnostics
 from ..data import Batches, load_dataset, make_augment
+from ..data.split import has_validation, record, split_validation
 from ..data.text import TextBatches, bits, is_text, token_cross_entropy
 from ..errors import DflearnError
 from ..feedback.step import train_step
 from ..models import build_model
 from ..rules import make_rule
-from . import distributed
+from . import distributed, transfer
 from . import rundir
 from .checkpoint import CHECKPOINT, check_keys, load, rng_state, save_atomic, set_rng_state
 from .config import Config
 from .modes import autocast, compile_model
+from .selection import result_line, selection_summary
 
 PAPER_MILESTONES = (0.50, 0.75, 0.89, 0.94)  # (ref) LR x0.25 at these fractions of the epochs
 # a loss above this (cross-entropy starts near ln(classes) < 10 nats) or not finite is divergence
@@ -141,7 +143,9 @@ class Trainer:
             raise DflearnError(f"{self.out} already holds a run; continue it with dflearn train --resume {self.out} "
                                f"or choose another --out")
         torch.manual_seed(config.seed)
-        self.data = load_dataset(config.dataset, config.data_dir, config.download)
+        # the validation split: fixed by its own seed, the same for every rule, seed and resume
+        self.data = split_validation(load_dataset(config.dataset, config.data_dir, config.download),
+                                     config.val_fraction)
         self.model = (model if model is not None else build_model(
             config.model, self.data.input_shape, self.data.num_classes, **config.model_options)).to(self.device)
         self.text = is_text(self.data)  # a character corpus: ids (N, T) in, logits (N, T, V) out
@@ -150,12 +154,22 @@ class Trainer:
         example = (torch.zeros(1, self.model.context, dtype=torch.long, device=self.device) if self.text
                    else torch.zeros(1, *self.data.input_shape, device=self.device))
         _check_outputs(self.model, example, self.data.num_classes, config.model)
+        source = None
+        if config.init_from and _state is None:  # before the rule: feedback derived from weights sees these
+            source, line = transfer.init_model(self.model, example, config, self.out)
+            self.log(line)
         self.rule = (rule if rule is not None else make_rule(
             config.rule, self.model, example, **config.rule_options)).to(self.device)
+        if source is not None and config.init_feedback:
+            self.log(transfer.init_feedback(self.rule, source, config.init_from))
+        self.frozen = transfer.freeze(self.model, example, config.freeze)  # before the optimizers
+        if self.frozen:
+            self.log(f"frozen (parameters fixed, eval mode): {', '.join(self.frozen)}")
         if config.compile:  # after the rule's probe: compilation happens at the first training step
             compile_model(self.model)
         c = config
-        self.optimizer = make_optimizer(c.optimizer, self.model.parameters(), c.lr, c.weight_decay,
+        self.optimizer = make_optimizer(c.optimizer, [p for p in self.model.parameters() if p.requires_grad],
+                                        c.lr, c.weight_decay,
                                         c.momentum, c.nesterov)
         self.schedulers = [make_scheduler(c.schedule, self.optimizer, c.epochs, c.gamma)]
         self.feedback_optimizer = None
@@ -171,10 +185,14 @@ class Trainer:
             self.train_batches = TextBatches(self.data, "train", c.batch_size, self.model.context,
                                              generator=self.generator, device=self.device, steps=c.max_steps_per_epoch)
             self.test_batches = TextBatches(self.data, "test", 64, self.model.context, device=self.device)
+            self.val_batches = (TextBatches(self.data, "val", 64, self.model.context, device=self.device)
+                                if has_validation(self.data) else None)
         else:
             self.train_batches = Batches(self.data, "train", c.batch_size, shuffle=True, generator=self.generator,
                                          augment=make_augment(c.augment), device=self.device)
             self.test_batches = Batches(self.data, "test", 1000, device=self.device)
+            self.val_batches = (Batches(self.data, "val", 1000, device=self.device)
+                                if has_validation(self.data) else None)
         self.epoch, self.step, self.history, self.wall = 0, 0, [], 0.0
         if _state is not None:
             try:
@@ -218,6 +236,7 @@ class Trainer:
         if not isinstance(data, dict):
             raise DflearnError(f"{out / 'config.json'} does not hold a configuration (a mapping); the run "
                                f"directory is damaged: repair or delete it")
+        data.setdefault("val_fraction", 0.0)  # a run from before the validation split had none
         try:
             saved = Config.from_dict(data)
             saved.resolved()  # types and ranges, as for a new run
@@ -245,7 +264,7 @@ class Trainer:
         state = load(out / CHECKPOINT)
         check_keys(state, out / CHECKPOINT)
         try:
-            other = Config.from_dict(state["config"]).differences(saved)
+            other = Config.from_dict({"val_fraction": 0.0, **state["config"]}).differences(saved)
         except (DflearnError, TypeError, AttributeError):
             other = True
         if other:
@@ -305,7 +324,8 @@ class Trainer:
             rundir.STARTED.append(self.out)
         if self.epoch == 0:
             procs = f" x {self.world} processes" if self.world > 1 else ""
-            self.log(f"dflearn: {c.rule} on {c.dataset} ({len(self.data.x_train)} train / "
+            val = f"{len(self.data.x_val)} val / " if self.data.x_val is not None else ""
+            self.log(f"dflearn: {c.rule} on {c.dataset} ({len(self.data.x_train)} train / {val}"
                      f"{len(self.data.x_test)} test), model {c.model}, {c.epochs} epochs, device {self.device}{procs}")
         elif self.epoch < c.epochs:
             self.log(f"dflearn: resuming {self.out} at epoch {self.epoch + 1} of {c.epochs}")
@@ -333,14 +353,14 @@ class Trainer:
         summary = self.summary()
         if main:
             rundir.write_json(self.out / "summary.json", rundir.finite_or_none(summary), keep=keep)
-        self.log(f"{c.rule} · {c.model} · {c.dataset}: test accuracy {summary['final_test_accuracy']:.2%} "
-                 f"(best {summary['best_test_accuracy']:.2%} at epoch {summary['best_epoch']}), "
+        self.log(f"{c.rule} · {c.model} · {c.dataset}: {result_line(summary)}, "
                  f"{summary['wall_seconds']:.1f} s; run saved in {self.out}")
         return summary
 
     def train_epoch(self) -> dict:
         c, epoch = self.config, self.epoch + 1
         self.model.train()
+        transfer.hold_frozen(self.model, self.frozen)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         seen, aligns, align_steps = 0, [], []
@@ -392,29 +412,36 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
+        """Loss and accuracy on the validation split (if any) and the test split."""
+        out = self._evaluate(self.val_batches, "val") if self.val_batches is not None else {}
+        out.update(self._evaluate(self.test_batches, "test"))
+        return out
+
+    @torch.no_grad()
+    def _evaluate(self, batches: Batches, split: str) -> dict:
         self.model.eval()
         loss = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
-        for x, y in self.test_batches:
+        for x, y in batches:
             x, y, _ = distributed.local_batch(x, y)  # sharded, then summed over processes
             with autocast(self.config.precision, self.device):
                 logits = self.model(x)
             loss += token_cross_entropy(logits.float(), y, reduction="sum")
             correct += (logits.argmax(-1) == y).sum()
         loss, correct = distributed.sum_over_processes(loss, correct)
-        n = self.test_batches.y.numel()  # text: characters predicted (test_loss in nats per token)
-        row = {"test_loss": loss.item() / n, "test_acc": int(correct) / n}
+        n = batches.y.numel()  # text: characters predicted (loss in nats per token)
+        row = {f"{split}_loss": loss.item() / n, f"{split}_acc": int(correct) / n}
         if self.text:
-            row["test_bpc"] = bits(row["test_loss"])
+            row[f"{split}_bpc"] = bits(row[f"{split}_loss"])
         return row
 
     def summary(self) -> dict:
         c, h = self.config, self.history
-        best = max(h, key=lambda r: r["test_acc"])
         return {
             "rule": c.rule, "model": c.model, "dataset": c.dataset, "epochs": c.epochs, "seed": c.seed,
-            "final_test_accuracy": h[-1]["test_acc"], "best_test_accuracy": best["test_acc"],
-            "best_epoch": best["epoch"], "final_train_loss": h[-1]["train_loss"],
+            **selection_summary(h),  # test at the validation-best epoch, final, best over epochs (paper)
+            "val_size": record(self.data, c.val_fraction)[0], "val_split": record(self.data, c.val_fraction)[1],
+            "final_train_loss": h[-1]["train_loss"],
             "final_test_loss": h[-1]["test_loss"],
             **({"final_test_bpc": h[-1]["test_bpc"], "best_test_bpc": min(r["test_bpc"] for r in h),
                 "train_bpc": bits(h[-1]["train_loss"]), "vocab_size": len(self.data.vocab)} if self.text else {}),
@@ -461,7 +488,8 @@ class Trainer:
 
     def _epoch_line(self, r: dict) -> str:
         line = (f"epoch {r['epoch']:>3}/{self.config.epochs}  train loss {r['train_loss']:.4f}  "
-                f"train acc {r['train_acc']:.2%}  test acc {r['test_acc']:.2%}  {r['seconds']:.1f}s")
+                f"train acc {r['train_acc']:.2%}  " + (f"val acc {r['val_acc']:.2%}  " if "val_acc" in r else "")
+                + f"test acc {r['test_acc']:.2%}  {r['seconds']:.1f}s")
         if "test_bpc" in r:
             line += f"  test loss {r['test_loss']:.4f} nats/char ({r['test_bpc']:.3f} bpc)"
         if "alignment" in r:
@@ -527,19 +555,20 @@ class _TextLog:
     """`log` that also appends each line, timestamped, to a text file (once its folder exists)."""
 
     def __init__(self, log, path):
-        self.inner, self.path = log, path
+        self.inner, self.path, self.pending = log, path, []
 
     def __call__(self, *parts, **kwargs) -> None:
         self.inner(*parts, **kwargs)
+        self.pending.append(time.strftime("%Y-%m-%d %H:%M:%S ") + " ".join(map(str, parts)) + "\n")
         path = self.path()
-        if path.parent.is_dir():
-            line = time.strftime("%Y-%m-%d %H:%M:%S ") + " ".join(map(str, parts)) + "\n"
+        if path.parent.is_dir():  # lines logged before the folder existed are written with the first after
             try:  # a convenience copy, never through a planted link; the run's real writes report a full disk
                 fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
                 with os.fdopen(fd, "a") as f:
-                    f.write(line)
+                    f.writelines(self.pending)
             except OSError:
                 pass
+            self.pending = []
 
 
 def _nanmean(values) -> float | None:
