@@ -133,7 +133,8 @@ def evaluate_runs(runs: list[str | Path], eps: list[float], attacks: list[str], 
         y = data.y_test[:limit].to(device)
         for attack in attacks:
             for e in eps:
-                row = {"run": str(run), "rule": config["rule"], "attack": attack, "eps": e,
+                row = {"run": str(run), "rule": config["rule"], "dataset": config["dataset"],
+                       "model": config["model"], "attack": attack, "eps": e,
                        "accuracy": robust_accuracy(net, x, y, attack, e, steps=steps)}
                 if source is not None:
                     row["transfer_accuracy"] = robust_accuracy(net, x, y, attack, e, source=source, steps=steps)
@@ -183,12 +184,17 @@ def plot(rows: list[dict], path: str | Path) -> Path:
             style = rule_style(mine[0]["rule"])
             ax.plot([r["eps"] * 255 for r in mine], [100 * r["accuracy"] for r in mine],
                     label=f"{mine[0]['rule']} ({Path(run).name})", **style)
+            if "transfer_accuracy" in mine[0]:  # the same attack crafted on the BP twin: dashed
+                ax.plot([r["eps"] * 255 for r in mine], [100 * r["transfer_accuracy"] for r in mine],
+                        label=f"{mine[0]['rule']}, transferred from BP", **{**style, "linestyle": "--"})
         ax.set_title(f"{attack.upper()} (white-box, autograd gradient)")
         ax.set_xlabel("eps (pixel units x 255)")
         ax.set_ylabel("robust test accuracy (%)")
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    settings = sorted({f"{r.get('dataset', '?')} · {r.get('model', '?')}" for r in rows})
+    fig.suptitle(" / ".join(settings) + f" · {len({r['run'] for r in rows})} run(s)", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from typing import Callable, Literal
 import torch
 from torch import nn
 
+from ..errors import DflearnError
 from ..feedback.layout import forward_weight_product
 from ..feedback.operators import ConvLocal, LinearLocal, local_module
 from ..feedback.rule import optimizer_step, own_precision
@@ -59,7 +60,8 @@ class LAS(Rule):
                     continue  # conv modules (and a user's) keep their own init
                 if products[i] is None:
                     if init == "product":
-                        forward_weight_product(model, self.layout)  # raises, naming the point
+                        raise DflearnError(f"{self.name}: init 'product' needs only Linear layers above feedback "
+                                           f"point '{self.layout.points[i].name}'; use init=auto or default")
                     continue
                 with torch.no_grad():
                     m.weight.copy_(products[i])
