@@ -24,7 +24,6 @@ import math
 import torch
 from torch import nn
 
-from .errors import DflearnError
 from .feedback.dry_run import dry_step, gradients_at, preserved
 from .feedback.rule import Loss, Rule, default_loss
 

@@ -21,7 +21,6 @@ Conventions (docs/cost.md):
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields
 
 import torch
@@ -121,10 +120,7 @@ def step_cost(model: nn.Module, rule: Rule | str, example_input: torch.Tensor, b
     """Cost of one training step of `batch_size` (default: the example's) under `rule`
     (a Rule built on this model, or a registered name built here with `options`)."""
     if isinstance(rule, str):
-        try:
-            rule = make_rule(rule, model, example_input, **options)
-        except (ValueError, TypeError) as exc:  # an option's value the rule rejects
-            raise DflearnError(f"rule '{rule}': {exc}") from None
+        rule = make_rule(rule, model, example_input, **options)  # bad options: one DflearnError
     n = batch_size or len(example_input)
     layout = rule.layout
     blocks = [BlockCost(p.name, p.block) for p in layout.points] + [BlockCost("head", layout.head)]

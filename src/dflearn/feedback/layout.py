@@ -72,6 +72,10 @@ class Layout:
     def sizes(self) -> list[int]:
         return [p.size for p in self.points]
 
+    def rows(self, batch_size: int) -> int:
+        """Rows of `error_rows` for a batch: one per sample and position, N prod(S)."""
+        return batch_size * math.prod(self.positions)
+
     def error_rows(self, e: torch.Tensor) -> torch.Tensor:
         """The output error (N, *S, d_L) as (N * prod(S), d_L), rows matching `Point.rows`."""
         return e.reshape(-1, self.num_outputs)

@@ -18,7 +18,6 @@ digits need patch 2 (16 tokens) or 4 (4 tokens).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DflearnError

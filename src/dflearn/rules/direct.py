@@ -3,8 +3,6 @@
 `DirectRule` describes such feedback for the tools (angles with the forward path,
 cost); `fixed_init` draws or derives a fixed B_i.
 """
-import math
-
 from ..errors import DflearnError
 from ..feedback.layout import forward_weight_product
 from .base import Rule
@@ -20,7 +18,7 @@ class DirectRule(Rule):
 
     def feedback_cost(self, batch_size):
         """g_i = e B_i^T: N prod(S) n_i d_L MACs; block i holds and receives B_i and e."""
-        rows = batch_size * math.prod(self.layout.positions)
+        rows = self.layout.rows(batch_size)
         d, out = self.layout.num_outputs, {}
         for i, B in zip(self.feedback.points, self.feedback.matrices()):
             out[self.layout.points[i].name] = {"signal": rows * B.numel(), "feedback_values": B.numel(),

@@ -1,4 +1,3 @@
-import math
 from typing import Callable, Literal
 
 import torch
@@ -120,7 +119,7 @@ class LAS(Rule):
         for point, m in zip(self.layout.points, self.local):
             macs = batch_size * local_macs(m, point.shape)
             size = sum(p.numel() for p in m.parameters())
-            rows = batch_size * math.prod(point.positions)
+            rows = self.layout.rows(batch_size)
             out[point.name] = {"signal": macs, "feedback_update": 2 * macs, "feedback_values": size,
                                "received_errors": 2 * rows * d, "received_weights": size}
         return out

@@ -76,5 +76,5 @@ class LocalHeads(Rule):
             macs = batch_size * head.macs()
             out[point.name] = {"signal": macs, "feedback_update": 2 * macs,
                                "feedback_values": sum(p.numel() for p in head.parameters()),
-                               "received_errors": batch_size * math.prod(self.layout.positions)}
+                               "received_errors": self.layout.rows(batch_size)}
         return out

@@ -1,5 +1,3 @@
-import math
-
 from ..feedback.operators import SparseFeedback
 from .base import Pass, register_rule
 from .direct import DirectRule
@@ -25,7 +23,7 @@ class SparseDFA(DirectRule):
 
     def feedback_cost(self, batch_size):
         """Gather k errors per unit: N prod(S) n_i k MACs; values and int32 indices held."""
-        rows = batch_size * math.prod(self.layout.positions)
+        rows = self.layout.rows(batch_size)
         sizes = [self.layout.points[i].features for i in self.feedback.points]
         out = {}
         for i, index in zip(self.feedback.points, self.feedback.index.split(sizes)):

@@ -16,7 +16,6 @@ non-zero exit.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
