@@ -825,7 +825,10 @@ def test_killed_peer_under_two_processes(tmp_path):
     assert code == 1 and "Traceback" not in err, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert all(line.startswith("dflearn: error: ") for line in lines), err
-    assert "process 1 was killed by SIGKILL" in lines[-1] and "lost contact" in err
+    # the survivor may say "lost contact" first, or be stopped by the launcher before it notices: a race
+    # that the last line does not depend on
+    assert "process 1 was killed by SIGKILL" in lines[-1], err
+    assert f"continue with dflearn train --resume {out}" in lines[-1], err
     _settle(out)
 
 

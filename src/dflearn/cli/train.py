@@ -111,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         from ..training import Config
         if not hasattr(args, "resume"):  # refuse bad values here, not in every worker
             Config.from_dict({**Config().to_dict(), **overrides}).resolved()
-        distributed.launch(args.nproc, distributed.without_option(args.argv, "--nproc"))
+        run_dir = getattr(args, "resume", None) or getattr(args, "out", None)
+        distributed.launch(args.nproc, distributed.without_option(args.argv, "--nproc"), run_dir)
         return 0
     from ..experiments import loggers
 

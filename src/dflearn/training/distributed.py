@@ -175,9 +175,10 @@ def check_identical(tensors: dict[str, torch.Tensor], what: str, fix: str) -> No
         raise DflearnError(f"{what} differ between the {size} processes (first: '{name}'); {fix}")
 
 
-def launch(nproc: int, argv: list[str]) -> None:
+def launch(nproc: int, argv: list[str], run_dir=None) -> None:
     """Run `dflearn ARGV` as `nproc` processes on this machine through
-    torch.distributed.run (what `torchrun --standalone --nproc_per_node N` does)."""
+    torch.distributed.run (what `torchrun --standalone --nproc_per_node N` does). `run_dir` names the
+    run in the advice of a failure: the launcher may stop the survivors before they say it themselves."""
     from pathlib import Path
 
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -220,8 +221,9 @@ def launch(nproc: int, argv: list[str]) -> None:
                 parts.append(f"process {rank} was killed by {name}")
             else:
                 parts.append(f"process {rank} exited with code {f.exitcode}")
+        how = f"dflearn train --resume {run_dir}" if run_dir else "--resume"
         raise DflearnError(f"training failed under {nproc} processes: {'; '.join(parts)} "
-                           f"(the others were stopped); see the message(s) above") from None
+                           f"(the others were stopped); see the message(s) above, then continue with {how}") from None
 
 
 def without_option(argv: list[str], flag: str) -> list[str]:
