@@ -290,6 +290,34 @@ def test_cost_counts_the_gpt_per_position(capsys):
     assert [c.strip() for c in row.split("|")][7] == "352"  # fb params: 2 blocks x 16 x 11
 
 
+@pytest.mark.parametrize("model_name", ["gpt", "vit"])
+def test_cost_of_the_transformers_agrees_with_flop_counter(model_name):
+    """Attention's two batched products (no weights) are counted: BP's forward and backward MACs
+    equal torch's FlopCounterMode / 2, with SDPA run as its math decomposition (bmm), so that the
+    reference counts the products itself rather than trusting our Attention.macs."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from dflearn.cost import step_cost
+
+    torch.manual_seed(0)
+    text = model_name == "gpt"
+    opts = {"layers": 2, "width": 16, "heads": 2, **({"context": 12} if text else {})}
+    model = build_model(model_name, (12,) if text else (1, 8, 8), 11 if text else 10, **opts)
+    x = torch.randint(0, 11, (3, 12)) if text else torch.randn(3, 1, 8, 8)
+    y = torch.randint(0, 11, (3, 12)) if text else torch.randint(0, 10, (3,))
+    bp = step_cost(model, "bp", x[:1], 3)
+    attention = 2 * 2 * (12 if text else 16) ** 2 * 16  # 2 layers x 2 products x T^2 x width
+    assert bp.total.forward > 3 * attention  # the products are in the count...
+    with sdpa_kernel(SDPBackend.MATH):
+        with FlopCounterMode(display=False) as fwd:
+            loss = torch.nn.functional.cross_entropy(model(x).flatten(0, -2), y.flatten())
+        with FlopCounterMode(display=False) as bwd:
+            loss.backward()
+    assert fwd.get_total_flops() == 2 * bp.total.forward  # ... exactly as torch counts them
+    assert bwd.get_total_flops() == 2 * (bp.total.signal + bp.total.weight_grad)
+
+
 # PEPITA modulates the input with one error per sample (no positions) and updates one layer per block
 REFUSED = {"pepita": "output without positions|one layer per block"}
 

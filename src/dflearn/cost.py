@@ -125,12 +125,13 @@ def step_cost(model: nn.Module, rule: Rule | str, example_input: torch.Tensor, b
     layout = rule.layout
     blocks = [BlockCost(p.name, p.block) for p in layout.points] + [BlockCost("head", layout.head)]
     owner = {m: b for b in blocks for m in b.modules}
-    records, notes = _trace(model, rule, example_input), []
-    for name, r in records.items():
-        own = owner[name]
+    records, notes, own = _trace(model, rule, example_input), [], blocks[0]
+    for name, r in records.items():  # in the order of the forward pass
+        own = owner.get(name, own)  # a parameter-free module: the block it runs in
         if r.macs is None:
-            notes.append(f"{name} ({r.kind}): MACs not counted (not Linear/Conv)")
-        macs = n * (r.macs or 0)
+            notes.append(f"{name or 'the model itself'} ({r.kind}): MACs not counted (not Linear/Conv; "
+                         f"a module can state its own with a macs(inputs, output) method)")
+        macs, input_grad_macs = (n * m for m in (r.macs or (0, 0)))
         own.add(forward=macs * r.calls)
         if r.reached and r.trainable:
             own.add(weight_grad=macs)
@@ -139,7 +140,7 @@ def step_cost(model: nn.Module, rule: Rule | str, example_input: torch.Tensor, b
             # block i receives this module's weights and its output deltas (BP's weight transport)
             for i in r.sources:
                 blocks[i].add(received_weights=r.weights, received_errors=n * r.out)
-            (blocks[max(r.sources)] if r.sources else own).add(signal=macs)
+            (blocks[max(r.sources)] if r.sources else own).add(signal=input_grad_macs)
     if any(records[m].reached for m in layout.head if m in records):
         blocks[-1].add(received_errors=n * layout.num_outputs)  # e = dLoss/da_L, from the loss
     _add_feedback(rule, blocks, n)
@@ -165,7 +166,7 @@ def compare(model: nn.Module, rules: list[str], example_input: torch.Tensor, bat
 @dataclass
 class _Record:
     kind: str
-    macs: int | None  # per sample; None: a module type the convention does not cover
+    macs: tuple[int, int] | None  # per sample, forward and input gradient; None: a type the convention does not cover
     out: int  # output values per sample
     weights: int
     trainable: bool
@@ -202,7 +203,7 @@ def _trace(model: nn.Module, rule: Rule, x: torch.Tensor) -> dict[str, _Record]:
             r.sources |= sources
         else:
             r = records[name] = _Record(
-                type(module).__name__, layer_macs(module, h, out), out[0].numel(),
+                type(module).__name__, layer_macs(module, inputs, out), out[0].numel(),
                 weight.numel() if weight is not None else sum(p.numel() for p in module.parameters(False)),
                 any(p.requires_grad for p in module.parameters(False)), input_grad, sources)
         if out.requires_grad:
@@ -210,8 +211,11 @@ def _trace(model: nn.Module, rule: Rule, x: torch.Tensor) -> dict[str, _Record]:
         if out.grad_fn is not None:
             stops[out.grad_fn] = None
 
+    # parameter-free modules that state their MACs (attention) are recorded too: they belong to the
+    # block that is running when they run (see step_cost)
     hooks = [m.register_forward_hook(on_point if isinstance(m, FeedbackPoint) else on_module)
-             for m in model.modules() if isinstance(m, FeedbackPoint) or names[m] in owned]
+             for m in model.modules()
+             if isinstance(m, FeedbackPoint) or names[m] in owned or callable(getattr(m, "macs", None))]
     was_training = model.training
     model.eval()  # BN: no running-statistics update, and a batch of one is fine
     try:

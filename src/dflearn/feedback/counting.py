@@ -1,6 +1,11 @@
 """Multiply-accumulates of layers, under the convention of `dflearn.cost`: 1 MAC = one
 multiply-add of a Linear or Conv layer; biases, activations, norms and lookups are
-elementwise and count 0 (as in torch.utils.flop_counter, FLOPs = 2 x MACs)."""
+elementwise and count 0 (as in torch.utils.flop_counter, FLOPs = 2 x MACs).
+
+A module whose own arithmetic (its submodules' excluded) is none of these, such as attention's
+batched products, which have no weights, states its per-sample counts with a method
+`macs(inputs, output)` returning (forward MACs, input-gradient MACs); see
+`dflearn.models.gpt.Attention`."""
 from __future__ import annotations
 
 import math
@@ -15,18 +20,24 @@ ELEMENTWISE = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
                nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.Embedding, nn.PReLU)
 
 
-def layer_macs(module: nn.Module, h: torch.Tensor | None, out: torch.Tensor) -> int | None:
-    """Per-sample forward MACs of one module call (bias ignored), None if the convention
-    does not cover the module's type."""
+def layer_macs(module: nn.Module, inputs: tuple, out: torch.Tensor) -> tuple[int, int] | None:
+    """Per-sample MACs of one module call (bias ignored): its forward, and the gradient with
+    respect to its input (a Linear or Conv layer: as many as its forward); None if the
+    convention does not cover the module's type."""
+    h = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+    if callable(getattr(module, "macs", None)):
+        return module.macs(inputs, out)
     if isinstance(module, nn.Linear):
-        return out[0].numel() * module.in_features
-    if isinstance(module, CONVS):
-        return out[0].numel() * (module.in_channels // module.groups) * math.prod(module.kernel_size)
-    if isinstance(module, TRANSPOSED) and h is not None:
-        return h[0].numel() * (module.out_channels // module.groups) * math.prod(module.kernel_size)
-    if isinstance(module, ELEMENTWISE):
-        return 0
-    return None
+        forward = out[0].numel() * module.in_features
+    elif isinstance(module, CONVS):
+        forward = out[0].numel() * (module.in_channels // module.groups) * math.prod(module.kernel_size)
+    elif isinstance(module, TRANSPOSED) and h is not None:
+        forward = h[0].numel() * (module.out_channels // module.groups) * math.prod(module.kernel_size)
+    elif isinstance(module, ELEMENTWISE):
+        forward = 0
+    else:
+        return None
+    return forward, forward
 
 
 def traced_macs(module: nn.Module, shape: tuple[int, ...]) -> int:
@@ -39,7 +50,7 @@ def traced_macs(module: nn.Module, shape: tuple[int, ...]) -> int:
 
     def count(m, inputs, output):
         nonlocal total
-        total += layer_macs(m, inputs[0], output) or 0
+        total += (layer_macs(m, inputs, output) or (0, 0))[0]
 
     hooks = [m.register_forward_hook(count) for m in layers]
     try:

@@ -26,22 +26,44 @@ from ..feedback.point import FeedbackPoint
 from .base import register_model
 
 
+class Attention(nn.Module):
+    """softmax(q kᵀ / √d) v for q, k, v of shape (N, heads, T, d), through
+    F.scaled_dot_product_attention. It has no parameters, but two batched products per head
+    (q kᵀ and the weights times v, T·T_k·d multiply-adds each), which `dflearn cost` reads
+    from `macs`: counted whole under the causal mask, as FlopCounterMode counts the kernel."""
+
+    def __init__(self, dropout: float, causal: bool):
+        super().__init__()
+        self.dropout, self.causal = dropout, causal
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=self.causal,
+                                              dropout_p=self.dropout if self.training else 0.0)
+
+    @staticmethod
+    def macs(inputs: tuple, output: torch.Tensor) -> tuple[int, int]:
+        """Per sample: forward MACs, and those of the input gradients (each product's
+        gradient with respect to both of its operands: twice the forward)."""
+        q, k = inputs[0], inputs[1]
+        forward = 2 * q[0].numel() * k.shape[-2]
+        return forward, 2 * forward
+
+
 class SelfAttention(nn.Module):
-    """Multi-head self-attention through F.scaled_dot_product_attention; causal (each position
-    sees itself and the past) for the GPT, over all positions for the ViT."""
+    """Multi-head self-attention: causal (each position sees itself and the past) for the GPT,
+    over all positions for the ViT."""
 
     def __init__(self, width: int, heads: int, dropout: float, causal: bool = False):
         super().__init__()
-        self.heads, self.dropout, self.causal = heads, dropout, causal
+        self.heads = heads
         self.qkv = nn.Linear(width, 3 * width)
+        self.attend = Attention(dropout, causal)
         self.proj = nn.Linear(width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         N, T, C = x.shape
         q, k, v = self.qkv(x).view(N, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal,
-                                           dropout_p=self.dropout if self.training else 0.0)
-        return self.proj(y.transpose(1, 2).reshape(N, T, C))
+        return self.proj(self.attend(q, k, v).transpose(1, 2).reshape(N, T, C))
 
 
 class Residual(nn.Module):
@@ -82,6 +104,12 @@ class GPT(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, vocab)
+
+    @staticmethod
+    def macs(inputs: tuple, output: torch.Tensor) -> tuple[int, int]:
+        """For `dflearn cost`: the model's own parameter, the position table, is added elementwise
+        (0 MACs); its submodules are counted on their own."""
+        return 0, 0
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         T = ids.shape[1]

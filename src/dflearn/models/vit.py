@@ -53,6 +53,12 @@ class ViT(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, num_classes)
 
+    @staticmethod
+    def macs(inputs: tuple, output: torch.Tensor) -> tuple[int, int]:
+        """For `dflearn cost`: the model's own parameter, the position table, is added elementwise
+        (0 MACs); its submodules are counted on their own."""
+        return 0, 0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patches(x).flatten(2).transpose(1, 2)  # (N, P, width), patches in raster order
         x = self.drop(x + self.position)
