@@ -33,7 +33,9 @@ PIXELS = {"tinyimagenet": 4}  # 64x64 inputs cost ~4x the 32x32 ones for convnet
 CPU_FLOPS = 25e9  # effective, 2 cores
 # the GPT's large matmuls run faster: a BP step of 32 x 128 characters (22.7 GFLOP) took 0.455 s
 # on one thread of this CPU with other jobs running (min of 3 rounds of 3 steps)
-THROUGHPUT = {"gpt": 50e9, "gpt-sublayer": 50e9}
+# on one thread of this CPU with other jobs running; the ViT's BP step of 64 images (21 GFLOP) took
+# 0.217 s on the idle CPU, 2 threads (benchmarks/results/bench.md)
+THROUGHPUT = {"gpt": 50e9, "gpt-sublayer": 50e9, "vit": 95e9}
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,23 @@ def _dfa_transformer(budget: str) -> Grid:
     return Grid({**base, "batch_size": 16, "epochs": 1, "max_steps_per_epoch": 3}, TRANSFORMER_RULES, [0], variants)
 
 
+VIT_RULES = ["bp", "dfa", "dkp", "las", "ltas"]
+
+
+def _vit_cifar10(budget: str) -> Grid:
+    # The small ViT (patch 4, 4 blocks x 128 wide, 4 heads, mean pooling, a point after every
+    # block) on CIFAR-10 with flips, Adam lr 1e-3 for every rule, as the GPT preset.
+    # short: 3 epochs x 70 batches of 64 (13,440 images, 1.5 passes over the 10k subset's 9k
+    # training images), test after each epoch; a BP step is ~0.22 s and a test pass ~12 s on
+    # the idle 2-core CPU, so ~80 s a run and ~20 min for 5 rules x 3 seeds.
+    base = {"dataset": "cifar10", "model": "vit", "optimizer": "adam", "lr": 1e-3, "augment": "flip"}
+    if budget == "paper":  # a GPU: the full training set
+        return Grid({**base, "batch_size": 128, "epochs": 100}, VIT_RULES, [0, 1, 2])
+    if budget == "short":
+        return Grid({**base, "batch_size": 64, "epochs": 3, "max_steps_per_epoch": 70}, VIT_RULES, [0, 1, 2])
+    return Grid({**base, **SMOKE, "batch_size": 16}, VIT_RULES, [0])
+
+
 CONV3_BLOCKS = ["3", "7", "11"]  # Conv3's three conv blocks, by feedback point (conv 0, 4, 8)
 
 
@@ -229,6 +248,10 @@ PRESETS = {p.name: p for p in [
            'Launay et al., "Direct Feedback Alignment Scales to Modern Deep Learning Tasks and Architectures" '
            '(NeurIPS 2020), transformer LM (WikiText-103, not ours); Filipovich et al., "Scaling Laws Beyond '
            'Backpropagation" (2022)', _dfa_transformer),
+    Preset("vit-cifar10", "a small ViT (patch 4, 4 x 128, mean pooling) on CIFAR-10 under BP, DFA, DKP, LAS, LTAS, "
+           "a feedback point after every block", 'Launay et al., "Direct Feedback Alignment Scales to Modern Deep '
+           'Learning Tasks and Architectures" (NeurIPS 2020) train transformers with DFA (language, not vision)',
+           _vit_cifar10),
 ]}
 
 
