@@ -99,3 +99,24 @@ def test_bad_robust_options_are_one_line(tmp_path, capsys, args, message):
 def test_missing_run_is_one_line(tmp_path, capsys):
     assert main(["robust", str(tmp_path / "nope")]) == 1
     assert "holds no run" in capsys.readouterr().err
+
+
+def test_several_seeds_give_mean_and_std_per_rule(tmp_path):
+    """Runs of the same rule (seeds) merge into one row: mean and sample std of their accuracies."""
+    def row(run, rule, eps, acc, transfer):
+        return {"run": run, "rule": rule, "dataset": "mnist", "model": "mlp", "attack": "fgsm", "eps": eps,
+                "accuracy": acc, "transfer_accuracy": transfer}
+    rows = [row("a0", "dfa", 0.0, 0.90, 0.90), row("a1", "dfa", 0.0, 0.94, 0.90),
+            row("a0", "dfa", 0.1, 0.50, 0.70), row("a1", "dfa", 0.1, 0.60, 0.80),
+            row("b0", "bp", 0.0, 0.97, 0.97), row("b0", "bp", 0.1, 0.20, 0.20)]
+    merged = {(r["rule"], r["eps"]): r for r in robust.by_rule(rows)}
+    dfa = merged[("dfa", 0.1)]
+    assert dfa["runs"] == 2 and dfa["accuracy"] == pytest.approx(0.55)
+    assert dfa["accuracy_std"] == pytest.approx(((0.05 ** 2 + 0.05 ** 2) / 1) ** 0.5)  # n - 1 = 1
+    assert dfa["transfer_accuracy_std"] == pytest.approx((2 * 0.05 ** 2) ** 0.5)
+    assert merged[("bp", 0.1)]["accuracy_std"] == 0.0
+    table = robust.markdown(rows).splitlines()
+    assert table[0] == "| rule | runs | fgsm eps=0 | fgsm eps=0.1 |"
+    assert table[2] == "| dfa | 2 | 92.0 ± 2.8 / 90.0 ± 0.0 | 55.0 ± 7.1 / 75.0 ± 7.1 |"
+    assert "mean ± std" in table[-1]
+    assert robust.plot(rows, tmp_path / "r.png").stat().st_size > 1000

@@ -142,27 +142,61 @@ def evaluate_runs(runs: list[str | Path], eps: list[float], attacks: list[str], 
     return rows
 
 
+def by_rule(rows: list[dict]) -> list[dict]:
+    """The rows merged over the runs (seeds) of each rule on the same data set and model:
+    {rule, dataset, model, attack, eps, runs, accuracy, accuracy_std[, transfer_accuracy(_std)]},
+    mean and sample std (0 for one run)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["rule"], r["dataset"], r["model"], r["attack"], r["eps"]), []).append(r)
+    merged = []
+    for (rule, dataset, model, attack, eps), members in groups.items():
+        row = {"rule": rule, "dataset": dataset, "model": model, "attack": attack, "eps": eps, "runs": len(members)}
+        for key in ("accuracy", "transfer_accuracy"):
+            if all(key in m for m in members):
+                values = torch.tensor([m[key] for m in members], dtype=torch.float64)
+                row[key] = float(values.mean())
+                row[key + "_std"] = float(values.std()) if len(values) > 1 else 0.0
+        merged.append(row)
+    return merged
+
+
 def markdown(rows: list[dict]) -> str:
-    """Robust accuracy (%) per rule (rows) and attack x eps (columns)."""
+    """Robust accuracy (%) per run, or per rule as mean ± std over its runs when some rule has
+    several (seeds), in rows; attack x eps in columns."""
     cols = sorted({(r["attack"], r["eps"]) for r in rows})
     transfer = any("transfer_accuracy" in r for r in rows)
-    head = ["run", "rule"] + [f"{a} eps={e:.4g}" for a, e in cols]
+    seeds = len({r["run"] for r in rows}) > len({(r["rule"], r["dataset"], r["model"]) for r in rows})
+    if seeds:
+        rows = [{**r, "run": f"{r['rule']}|{r['dataset']}|{r['model']}"} for r in by_rule(rows)]
+
+    def value(r, key):
+        mean = f"{100 * r[key]:.1f}"
+        return f"{mean} ± {100 * r[key + '_std']:.1f}" if seeds else mean
+
+    head = (["rule", "runs"] if seeds else ["run", "rule"]) + [f"{a} eps={e:.4g}" for a, e in cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in dict.fromkeys(r["run"] for r in rows):
         mine = {(r["attack"], r["eps"]): r for r in rows if r["run"] == run}
-        rule = next(iter(mine.values()))["rule"]
+        first = next(iter(mine.values()))
         cells = []
         for c in cols:
             r = mine.get(c)
             if r is None:
                 cells.append("")
             elif transfer:
-                cells.append(f"{100 * r['accuracy']:.1f} / {100 * r['transfer_accuracy']:.1f}")
+                cells.append(f"{value(r, 'accuracy')} / {value(r, 'transfer_accuracy')}")
             else:
-                cells.append(f"{100 * r['accuracy']:.1f}")
-        lines.append("| " + " | ".join([Path(run).name, rule] + cells) + " |")
+                cells.append(value(r, "accuracy"))
+        lead = [first["rule"], str(first["runs"])] if seeds else [Path(run).name, first["rule"]]
+        lines.append("| " + " | ".join(lead + cells) + " |")
+    notes = []
+    if seeds:
+        notes.append("mean ± std over the runs (seeds) of each rule")
     if transfer:
-        lines.append("\nCells: white-box / transferred from the BP twin, accuracy in %.")
+        notes.append("white-box / transferred from the BP twin")
+    if notes:
+        lines.append("\nCells: " + "; ".join(notes) + ", accuracy in %.")
     return "\n".join(lines) + "\n"
 
 
@@ -175,18 +209,29 @@ def plot(rows: list[dict], path: str | Path) -> Path:
     from .experiments.plots import rule_style
 
     attacks = list(dict.fromkeys(r["attack"] for r in rows))
+    runs = len({r["run"] for r in rows})
+    seeds = runs > len({(r["rule"], r["dataset"], r["model"]) for r in rows})
+    lines = by_rule(rows) if seeds else rows  # several seeds: one line per rule, a ±1 std band
     fig, axes = plt.subplots(1, len(attacks), figsize=(5 * len(attacks), 4), squeeze=False)
     for ax, attack in zip(axes[0], attacks):
-        for run in dict.fromkeys(r["run"] for r in rows):
-            mine = sorted((r for r in rows if r["run"] == run and r["attack"] == attack), key=lambda r: r["eps"])
+        for key in dict.fromkeys((r["rule"], r.get("run")) for r in lines):
+            mine = sorted((r for r in lines if (r["rule"], r.get("run")) == key and r["attack"] == attack),
+                          key=lambda r: r["eps"])
             if not mine:
                 continue
-            style = rule_style(mine[0]["rule"])
-            ax.plot([r["eps"] * 255 for r in mine], [100 * r["accuracy"] for r in mine],
-                    label=f"{mine[0]['rule']} ({Path(run).name})", **style)
-            if "transfer_accuracy" in mine[0]:  # the same attack crafted on the BP twin: dashed
-                ax.plot([r["eps"] * 255 for r in mine], [100 * r["transfer_accuracy"] for r in mine],
-                        label=f"{mine[0]['rule']}, transferred from BP", **{**style, "linestyle": "--"})
+            rule, style = mine[0]["rule"], rule_style(mine[0]["rule"])
+            x = [r["eps"] * 255 for r in mine]
+            label = f"{rule} ({mine[0]['runs']} seeds)" if seeds else f"{rule} ({Path(key[1]).name})"
+            for metric, extra, suffix in (("accuracy", {}, ""),
+                                          ("transfer_accuracy", {"linestyle": "--"}, ", transferred from BP")):
+                if metric not in mine[0]:
+                    continue
+                y = [100 * r[metric] for r in mine]
+                ax.plot(x, y, label=label + suffix, **{**style, **extra})
+                if seeds:
+                    std = [100 * r[metric + "_std"] for r in mine]
+                    ax.fill_between(x, [a - b for a, b in zip(y, std)], [a + b for a, b in zip(y, std)],
+                                    color=style.get("color"), alpha=0.15, linewidth=0)
         ax.set_title(f"{attack.upper()} (white-box, autograd gradient)")
         ax.set_xlabel("eps (pixel units x 255)")
         ax.set_ylabel("robust test accuracy (%)")
@@ -194,7 +239,8 @@ def plot(rows: list[dict], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     settings = sorted({f"{r.get('dataset', '?')} · {r.get('model', '?')}" for r in rows})
-    fig.suptitle(" / ".join(settings) + f" · {len({r['run'] for r in rows})} run(s)", fontsize=10)
+    fig.suptitle(" / ".join(settings) + f" · {runs} run(s)" + (", mean ± std over seeds" if seeds else ""),
+                 fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
