@@ -1,4 +1,5 @@
 """Alignment diagnostics: signal, weight update and feedback angle against hand-derived values."""
+import json
 import math
 import statistics
 
@@ -7,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import dflearn
 from dflearn.alignment import (cosine, diagnostics, feedback_angles, measure, sample_cosine,
                                signal_alignment, update_alignment)
 from dflearn.models import build_model
@@ -179,3 +181,58 @@ def test_logged_at_the_promised_interval(tmp_path):
     assert [r["alignment_measurements"] for r in rows] == [3, 2]
     for r in rows:
         assert len(r["alignment"]) == len(r["update_alignment"]) == len(r["feedback_angle"]) == 2
+
+
+# ------------------------------------------------------------ the measure in training runs
+DIGITS = ["train", "--dataset", "digits", "--epochs", "1", "--max-steps-per-epoch", "6", "--align-every", "2", "-q"]
+
+
+def rows_of(run):
+    return [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_align_measure_flag_reaches_the_trainer(tmp_path, capsys):
+    from dflearn.cli import main
+
+    assert main([*DIGITS, "--out", str(tmp_path / "sample")]) == 0
+    assert main([*DIGITS, "--align-measure", "batch", "--out", str(tmp_path / "batch")]) == 0
+    (s,), (b,) = rows_of(tmp_path / "sample"), rows_of(tmp_path / "batch")
+    assert json.loads((tmp_path / "sample" / "config.json").read_text())["align_measure"] == "sample"
+    assert json.loads((tmp_path / "batch" / "config.json").read_text())["align_measure"] == "batch"
+    assert s["alignment_measurements"] == 3 and len(s["alignment_std"]) == len(s["alignment"]) == 2
+    assert all(0 <= v < 1 for v in s["alignment_std"][:1])  # LAS's first block: a spread over samples
+    assert [len(t["alignment_std"]) for t in s["alignment_trace"]] == [2, 2, 2]
+    assert "alignment_std" not in b and all("alignment_std" not in t for t in b["alignment_trace"])
+    # measuring changes nothing in training: the same losses, and only the signal alignment differs
+    assert s["train_loss"] == b["train_loss"] and s["update_alignment"] == b["update_alignment"]
+    assert abs(s["alignment"][0] - b["alignment"][0]) > 1e-6
+
+
+def test_print_config_round_trips_the_measure(tmp_path, capsys):
+    from dflearn.cli import main
+
+    assert main(["train", "--align-measure", "batch", "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    assert "align_measure: batch" in printed.splitlines()
+    (tmp_path / "c.yaml").write_text(printed)
+    assert main(["train", "--config", str(tmp_path / "c.yaml"), "--print-config"]) == 0
+    assert capsys.readouterr().out == printed
+
+
+def test_a_run_from_before_the_measure_resumes_with_the_batch_measure(tmp_path):
+    """Its config.json and checkpoint lack align_measure: it measured over the whole batch, and goes on so."""
+    from dflearn.training.checkpoint import CHECKPOINT, load
+
+    run = tmp_path / "old"
+    common = dict(rule="dfa", model_options={"widths": [16]}, max_steps_per_epoch=4, align_every=2,
+                  progress=False, log=lambda *a: None)
+    dflearn.fit(out=run, epochs=1, align_measure="batch", **common)
+    config = json.loads((run / "config.json").read_text())
+    del config["align_measure"]
+    (run / "config.json").write_text(json.dumps(config))
+    state = load(run / CHECKPOINT)
+    del state["config"]["align_measure"]
+    torch.save(state, run / CHECKPOINT)
+    dflearn.fit(resume=run, epochs=2, progress=False, log=lambda *a: None)
+    assert json.loads((run / "config.json").read_text())["align_measure"] == "batch"
+    assert [("alignment_std" in r) for r in rows_of(run)] == [False, False]
