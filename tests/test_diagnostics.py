@@ -219,6 +219,17 @@ def test_print_config_round_trips_the_measure(tmp_path, capsys):
     assert capsys.readouterr().out == printed
 
 
+def test_frozen_blocks_read_none_and_the_others_numbers(tmp_path):
+    config = Config(rule="dfa", model_options={"widths": [16, 16, 16]}, epochs=1, max_steps_per_epoch=6,
+                    align_every=2, freeze=["6"])  # the second hidden block
+    Trainer(config, tmp_path / "run", progress=False, log=lambda *a: None).fit()
+    (row,) = rows_of(tmp_path / "run")
+    for entry in [row, *row["alignment_trace"]]:
+        for key in ("alignment", "alignment_std", "update_alignment"):
+            assert entry[key][1] is None, (key, entry)
+            assert all(isinstance(v, float) for v in entry[key][::2]), (key, entry)
+
+
 def test_a_run_from_before_the_measure_resumes_with_the_batch_measure(tmp_path):
     """Its config.json and checkpoint lack align_measure: it measured over the whole batch, and goes on so."""
     from dflearn.training.checkpoint import CHECKPOINT, load
