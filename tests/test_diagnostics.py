@@ -126,10 +126,8 @@ def test_per_sample_measure_of_a_sequence_takes_positions_with_the_sample():
 
 def test_per_sample_alignment_of_a_sequence_model():
     """A GPT's feedback points carry (N, T, width) deltas; the trainer's measure pools each sample's."""
-    from dflearn.models import build_model as build
-
     torch.manual_seed(0)
-    model = build("gpt", (12,), 11, layers=2, width=16, heads=2, context=12)
+    model = build_model("gpt", (12,), 11, layers=2, width=16, heads=2, context=12)
     x, y = torch.randint(0, 11, (5, 12)), torch.randint(0, 11, (5, 12))
     rule = make_rule("dfa", model, x[:1])
     m = measure(model, rule, x, y)
