@@ -225,7 +225,9 @@ def test_alignment_measures_the_sequential_backward():
     a.requires_grad_()
     bp = torch.autograd.grad(F.cross_entropy(model[7](model[6](model[5](a))), y), a)[0]
     by_hand = float((delta * bp).sum() / (delta.norm() * bp.norm()))  # cosine over the flattened batch
-    assert cos[1] == pytest.approx(by_hand, abs=1e-6)
+    assert signal_alignment(model, fa, x, y, per="batch")[1] == pytest.approx(by_hand, abs=1e-6)
+    each = [float(d @ b / (d.norm() * b.norm())) for d, b in zip(delta, bp)]  # per sample: the default
+    assert cos[1] == pytest.approx(sum(each) / len(each), abs=1e-6)
     # direct rules keep their meaning: BP 1 everywhere, Shallow's frozen block NaN
     assert signal_alignment(model, make_rule("bp", model, x[:1]), x, y) == pytest.approx([1.0, 1.0])
     assert math.isnan(signal_alignment(model, make_rule("shallow", model, x[:1]), x, y)[0])

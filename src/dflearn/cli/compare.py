@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import DflearnError
-from .train import S, add_config_arguments, config_overrides
+from .train import ALIGN_MEASURE, S, add_config_arguments, config_overrides
 
 
 def _list(text: str, kind=str) -> list:
@@ -108,6 +108,7 @@ def register(sub) -> None:
                                  "the validation split (results.md, lr_selection.json)")
     p.add_argument("--out", help="grid folder (required): one run directory per run, results.md, results.csv")
     p.add_argument("--align-every", type=int, default=S, help="measure alignment with BP every K steps")
+    p.add_argument("--align-measure", default=S, **ALIGN_MEASURE)
     add_config_arguments(p)
     add_grid_output(p)
     configfile.add_arguments(p)

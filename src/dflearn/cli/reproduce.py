@@ -7,6 +7,7 @@ from pathlib import Path
 
 from . import configfile
 from .compare import _list, add_grid_output, finish
+from .train import ALIGN_MEASURE
 
 
 def _duration(seconds: float) -> str:
@@ -55,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
             find_rule(r)
         grid = dataclasses.replace(grid, rules=rules, rule_options={r: grid.rule_options.get(r, {}) for r in rules},
                                    variants=[{k: x for k, x in v.items() if k != "rules"} for v in grid.variants])
-    changes = {k: getattr(args, k) for k in ("epochs", "max_steps_per_epoch", "align_every", "device", "data_dir")
-               if getattr(args, k) is not None}
+    changes = {k: getattr(args, k) for k in ("epochs", "max_steps_per_epoch", "align_every", "align_measure",
+                                             "device", "data_dir") if getattr(args, k) is not None}
     grid = dataclasses.replace(grid, base={**grid.base, **changes},
                                variants=[{**v, **{k: x for k, x in changes.items() if k in v}} for v in grid.variants])
     out = Path(args.out or f"runs/reproduce/{args.name}-{args.budget}")
@@ -84,6 +85,7 @@ def register(sub) -> None:
     g.add_argument("--epochs", type=int, help="epochs instead of the preset's")
     g.add_argument("--max-steps-per-epoch", type=int, help="end each epoch after N batches")
     g.add_argument("--align-every", type=int, help="alignment interval instead of the preset's")
+    g.add_argument("--align-measure", **ALIGN_MEASURE)
     g.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     g.add_argument("--data-dir", help="folder holding the data sets")
     add_grid_output(p)

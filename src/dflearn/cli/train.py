@@ -8,6 +8,11 @@ from ..errors import DflearnError
 from . import configfile
 
 S = argparse.SUPPRESS  # only flags the user gives reach the config (so --resume can check them)
+# no argparse choices: Config refuses another value in one line (exit 1), from a flag or a file alike
+ALIGN_MEASURE = dict(metavar="{sample,batch}",
+                     help="how alignment pools a batch: sample (default: each sample's cosine over its positions "
+                          "and features, logged as their mean, alignment, and std, alignment_std) or batch (one "
+                          "cosine over the whole batch)")
 
 
 def parse_options(pairs: list[str] | None, what: str) -> dict:
@@ -141,6 +146,7 @@ def register(sub) -> None:
                    help="continue the run in DIR from its last checkpoint (options, if given, must match the run's)")
     g.add_argument("--align-every", type=int, default=S,
                    help="measure each layer's alignment with BP every K steps and log epoch means (default 0: off)")
+    g.add_argument("--align-measure", default=S, **ALIGN_MEASURE)
     from ..experiments import loggers
     loggers.add_arguments(g)
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

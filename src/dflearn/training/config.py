@@ -34,6 +34,9 @@ class Config:
     feedback_gamma: float | None = None
     seed: int = 0
     align_every: int = 0  # measure alignment with BP every K steps (0: never)
+    # signal alignment per sample (mean and std over the batch's samples) or per batch (one cosine
+    # over the flattened batch): alignment.MEASURES
+    align_measure: str = "sample"
     max_steps_per_epoch: int = 0  # stop an epoch after this many batches (0: the whole split); smoke tests
     precision: str = "fp32"  # fp32 | bf16 (autocast; see training/modes.py)
     compile: bool = False  # torch.compile the model in place
@@ -65,6 +68,15 @@ class Config:
             raise DflearnError(f"unknown configuration key(s) {sorted(unknown)}; valid keys: {', '.join(sorted(names))}")
         return cls(**d)
 
+    @classmethod
+    def from_saved(cls, d: dict) -> "Config":
+        """A configuration read back from a run directory (config.json, a checkpoint): a field
+        added since the run was made takes the value that run had, not today's default."""
+        before = {"val_fraction": 0.0}  # a run from before the validation split had none
+        if d.get("align_every"):  # one from before per-sample alignment measured over the whole batch
+            before["align_measure"] = "batch"
+        return cls.from_dict({**before, **d})
+
     def resolved(self) -> "Config":
         """Fill the feedback settings left to defaults: the rule's own, else the network's."""
         from ..plugins import find_rule
@@ -93,6 +105,8 @@ class Config:
                 raise DflearnError(f"unknown {name.replace('_', ' ')} '{getattr(c, name)}'; choose none, paper or exp")
         if c.precision not in ("fp32", "bf16"):
             raise DflearnError(f"unknown precision '{c.precision}'; choose fp32 or bf16")
+        from ..alignment import check_measure
+        check_measure(c.align_measure)
         if not isinstance(c.compile, bool):
             raise DflearnError(f"compile must be true or false, got {c.compile!r}")
         _check_values(c)

@@ -235,9 +235,8 @@ class Trainer:
         if not isinstance(data, dict):
             raise DflearnError(f"{out / 'config.json'} does not hold a configuration (a mapping); the run "
                                f"directory is damaged: repair or delete it")
-        data.setdefault("val_fraction", 0.0)  # a run from before the validation split had none
         try:
-            saved = Config.from_dict(data)
+            saved = Config.from_saved(data)  # fields newer than the run: as the run had them
             saved.resolved()  # types and ranges, as for a new run
         except (DflearnError, TypeError) as exc:
             raise DflearnError(f"{out / 'config.json'}: {exc}; the run directory is damaged: repair or delete it") from None
@@ -263,7 +262,7 @@ class Trainer:
         state = load(out / CHECKPOINT)
         check_keys(state, out / CHECKPOINT)
         try:
-            other = Config.from_dict({"val_fraction": 0.0, **state["config"]}).differences(saved)
+            other = Config.from_saved(state["config"]).differences(saved)
         except (DflearnError, TypeError, AttributeError):
             other = True
         if other:
@@ -371,7 +370,8 @@ class Trainer:
                 break
             x, y, share = distributed.local_batch(x, y)
             if c.align_every and self.step % c.align_every == 0:
-                aligns.append(diagnostics(self.model, self.rule, x, y, feedback_optimizer=self.feedback_optimizer))
+                aligns.append(diagnostics(self.model, self.rule, x, y, feedback_optimizer=self.feedback_optimizer,
+                                          per=c.align_measure))
                 align_steps.append(self.step)
                 for o in self.observers:
                     o.alignment(self, self.step, aligns[-1])
@@ -399,7 +399,8 @@ class Trainer:
         row = {"epoch": epoch, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
                "seconds": round(seconds, 4), "lr": lr, "step": self.step}
         self._check_finite(row["train_loss"], epoch, len(self.train_batches) - 1)
-        if aligns:  # epoch means per point of each diagnostic ('alignment': the signal's)
+        if aligns:  # epoch means per point of each diagnostic ('alignment': the signal's; 'alignment_std':
+            # the mean over measurements of the spread over one batch's samples)
             for key in aligns[0]:
                 row[key] = [_nanmean(col) for col in zip(*(a[key] for a in aligns))]
             row["alignment_points"] = [p.name for p in self.rule.layout.points]
