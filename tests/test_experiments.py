@@ -194,3 +194,18 @@ def test_tensorboard_writes_scalars(tmp_path):
     assert [e.step for e in acc.Scalars("epoch/test_acc")] == [4, 8]  # one axis: the step each epoch ended on
     assert [e.value for e in acc.Scalars("epoch/epoch")] == [1, 2]
     assert [e.step for e in acc.Scalars(next(t for t in tags if t.startswith("alignment/")))] == [0, 2, 4, 6]
+
+
+def test_a_setting_that_follows_the_rule_does_not_split_the_cells(tmp_path):
+    """DKP resolves its own feedback optimizer defaults (feedback_lr 1e-4, ...) into its config:
+    the table keeps one row per data set and model, as an lr that varies within a rule still splits."""
+    out = tmp_path / "g"
+    run_grid(Grid({**BASE, "epochs": 1, "align_every": 0}, ["dfa", "dkp"], [0]).runs(), out, **QUIET)
+    configs = [json.loads(p.read_text()) for p in out.glob("*/config.json")]
+    assert len({c["feedback_lr"] for c in configs}) == 2  # the premise: the rules' configs differ
+    rows = write_table(out, layout="papers")
+    assert len(rows) == 2 and "feedback_lr" not in rows[0]
+    md = (out / "results.md").read_text().splitlines()
+    assert md[0] == "| dataset | model | dfa | dkp |" and md[3] == ""  # one data row
+    run_grid(Grid({**BASE, "epochs": 1, "align_every": 0, "lr": 0.01}, ["dfa"], [0]).runs(), out, **QUIET)
+    assert "lr" in write_table(out)[0]  # dfa at two lrs: a column
