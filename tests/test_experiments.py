@@ -207,5 +207,7 @@ def test_a_setting_that_follows_the_rule_does_not_split_the_cells(tmp_path):
     assert len(rows) == 2 and "feedback_lr" not in rows[0]
     md = (out / "results.md").read_text().splitlines()
     assert md[0] == "| dataset | model | dfa | dkp |" and md[3] == ""  # one data row
+    from dflearn.experiments.plots import group
+    assert list(group(load_runs([out]))) == ["dfa", "dkp"]  # the legend: no feedback_lr=... either
     run_grid(Grid({**BASE, "epochs": 1, "align_every": 0, "lr": 0.01}, ["dfa"], [0]).runs(), out, **QUIET)
     assert "lr" in write_table(out)[0]  # dfa at two lrs: a column

@@ -276,7 +276,7 @@ def _optional(runs: list[dict], key: str) -> tuple[float, float]:
     return _mean_std(values) if all(v is not None for v in values) else (math.nan, math.nan)
 
 
-def _varies_within_a_rule(key: str, configs: list[dict]) -> bool:
+def varies_within_a_rule(key: str, configs: list[dict]) -> bool:
     """Whether `key` takes several values among one rule's cells. A setting that only follows the
     rule (DKP's own feedback optimizer defaults) is part of the rule, not of the cell: shown as a
     column it would split every row of the papers' layout in two."""
@@ -299,7 +299,7 @@ def table(folder: str | Path) -> list[dict]:
         raise DflearnError(f"{folder} holds no finished run (no */summary.json); run the grid first")
     configs = [runs[0]["config"] for runs in cells.values()]
     shown = ["dataset", "model"] + [k for k in configs[0] if k not in NOT_A_CELL + ("rule", "rule_options", "dataset",
-                                    "model") and _varies_within_a_rule(k, configs)]
+                                    "model") and varies_within_a_rule(k, configs)]
     rows = []
     for runs in cells.values():
         c = runs[0]["config"]
