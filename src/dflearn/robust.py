@@ -201,7 +201,9 @@ def markdown(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: str | Path) -> Path:
-    """Robust accuracy (%) against eps, one panel per attack, one line per run, rule colours."""
+    """Robust accuracy (%) against eps: a panel per attack, and a second row of panels for the
+    attacks transferred from the BP twin when there are any; one line per run, or per rule with
+    a ±1 std band when rules have several runs (seeds); rule colours; one legend below."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -212,36 +214,36 @@ def plot(rows: list[dict], path: str | Path) -> Path:
     runs = len({r["run"] for r in rows})
     seeds = runs > len({(r["rule"], r["dataset"], r["model"]) for r in rows})
     lines = by_rule(rows) if seeds else rows  # several seeds: one line per rule, a ±1 std band
-    fig, axes = plt.subplots(1, len(attacks), figsize=(5 * len(attacks), 4), squeeze=False)
-    for ax, attack in zip(axes[0], attacks):
-        for key in dict.fromkeys((r["rule"], r.get("run")) for r in lines):
-            mine = sorted((r for r in lines if (r["rule"], r.get("run")) == key and r["attack"] == attack),
-                          key=lambda r: r["eps"])
-            if not mine:
-                continue
-            rule, style = mine[0]["rule"], rule_style(mine[0]["rule"])
-            x = [r["eps"] * 255 for r in mine]
-            label = f"{rule} ({mine[0]['runs']} seeds)" if seeds else f"{rule} ({Path(key[1]).name})"
-            for metric, extra, suffix in (("accuracy", {}, ""),
-                                          ("transfer_accuracy", {"linestyle": "--"}, ", transferred from BP")):
-                if metric not in mine[0]:
+    metrics = [("accuracy", "white-box, autograd gradient")]
+    if any("transfer_accuracy" in r for r in rows):
+        metrics.append(("transfer_accuracy", "crafted on the BP twin, transferred"))
+    fig, axes = plt.subplots(len(metrics), len(attacks), figsize=(5 * len(attacks), 3.6 * len(metrics) + 0.8),
+                             squeeze=False, layout="constrained")
+    for row_axes, (metric, how) in zip(axes, metrics):
+        for ax, attack in zip(row_axes, attacks):
+            for key in dict.fromkeys((r["rule"], r.get("run")) for r in lines):
+                mine = sorted((r for r in lines if (r["rule"], r.get("run")) == key and r["attack"] == attack),
+                              key=lambda r: r["eps"])
+                if not mine or metric not in mine[0]:
                     continue
-                y = [100 * r[metric] for r in mine]
-                ax.plot(x, y, label=label + suffix, **{**style, **extra})
+                rule, style = mine[0]["rule"], rule_style(mine[0]["rule"])
+                x, y = [r["eps"] * 255 for r in mine], [100 * r[metric] for r in mine]
+                ax.plot(x, y, label=f"{rule} ({mine[0]['runs']} seeds)" if seeds else f"{rule} ({Path(key[1]).name})",
+                        ms=4, **style)
                 if seeds:
                     std = [100 * r[metric + "_std"] for r in mine]
                     ax.fill_between(x, [a - b for a, b in zip(y, std)], [a + b for a, b in zip(y, std)],
-                                    color=style.get("color"), alpha=0.15, linewidth=0)
-        ax.set_title(f"{attack.upper()} (white-box, autograd gradient)")
-        ax.set_xlabel("eps (pixel units x 255)")
-        ax.set_ylabel("robust test accuracy (%)")
-        ax.set_ylim(0, 100)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+                                    color=style.get("color"), alpha=0.12, linewidth=0)
+            ax.set_title(f"{attack.upper()} ({how})", fontsize=10)
+            ax.set_xlabel("eps (pixel units x 255)")
+            ax.set_ylabel("robust test accuracy (%)")
+            ax.set_ylim(0, 100)
+            ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 5), fontsize=8)
     settings = sorted({f"{r.get('dataset', '?')} · {r.get('model', '?')}" for r in rows})
     fig.suptitle(" / ".join(settings) + f" · {runs} run(s)" + (", mean ± std over seeds" if seeds else ""),
                  fontsize=10)
-    fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
