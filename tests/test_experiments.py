@@ -210,4 +210,4 @@ def test_a_setting_that_follows_the_rule_does_not_split_the_cells(tmp_path):
     from dflearn.experiments.plots import group
     assert list(group(load_runs([out]))) == ["dfa", "dkp"]  # the legend: no feedback_lr=... either
     run_grid(Grid({**BASE, "epochs": 1, "align_every": 0, "lr": 0.01}, ["dfa"], [0]).runs(), out, **QUIET)
-    assert "lr" in write_table(out)[0]  # dfa at two lrs: a column
+    assert "lr" in write_table(out)[0]  # dfa at two lrs: a column (a transfer variant too: test_transfer)

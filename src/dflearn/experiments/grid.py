@@ -276,14 +276,15 @@ def _optional(runs: list[dict], key: str) -> tuple[float, float]:
     return _mean_std(values) if all(v is not None for v in values) else (math.nan, math.nan)
 
 
-def varies_within_a_rule(key: str, configs: list[dict]) -> bool:
-    """Whether `key` takes several values among one rule's cells. A setting that only follows the
-    rule (DKP's own feedback optimizer defaults) is part of the rule, not of the cell: shown as a
-    column it would split every row of the papers' layout in two."""
+def follows_the_rule(key: str, configs: list[dict]) -> bool:
+    """Whether `key` is a feedback-optimizer setting that each rule resolves on its own (DKP's
+    feedback_lr 1e-4 and its schedule, from `Rule.feedback_defaults`) and that takes one value per
+    rule: part of the rule, not of the cell. Shown as a column it would split every row of the
+    papers' layout in two; settings the grid itself varies (a transfer variant) still show."""
     values: dict[str, set] = {}
     for c in configs:
         values.setdefault(rule_label(c), set()).add(json.dumps(c.get(key)))
-    return any(len(v) > 1 for v in values.values())
+    return key.startswith("feedback_") and all(len(v) == 1 for v in values.values())
 
 
 def table(folder: str | Path) -> list[dict]:
@@ -299,7 +300,8 @@ def table(folder: str | Path) -> list[dict]:
         raise DflearnError(f"{folder} holds no finished run (no */summary.json); run the grid first")
     configs = [runs[0]["config"] for runs in cells.values()]
     shown = ["dataset", "model"] + [k for k in configs[0] if k not in NOT_A_CELL + ("rule", "rule_options", "dataset",
-                                    "model") and varies_within_a_rule(k, configs)]
+                                    "model") and len({json.dumps(c[k]) for c in configs}) > 1
+                                    and not follows_the_rule(k, configs)]
     rows = []
     for runs in cells.values():
         c = runs[0]["config"]
