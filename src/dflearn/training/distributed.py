@@ -91,9 +91,14 @@ def peer_errors():
             raise
         first = (text.splitlines() or [type(exc).__name__])[0][:160]
         from .rundir import STARTED
-        how = f"dflearn train --resume {STARTED[-1]}" if STARTED else "--resume"
+        how = resume_advice(STARTED[-1] if STARTED else None)
         raise DflearnError(f"process {rank} of {size} lost contact with the other training processes ({first}); "
                            f"one of them failed or was killed: see its message, then continue with {how}") from None
+
+
+def resume_advice(run_dir) -> str:
+    """How to continue a run that stopped: the command when the run directory is known."""
+    return f"dflearn train --resume {run_dir}" if run_dir else "--resume"
 
 
 def shutdown() -> None:
@@ -221,7 +226,7 @@ def launch(nproc: int, argv: list[str], run_dir=None) -> None:
                 parts.append(f"process {rank} was killed by {name}")
             else:
                 parts.append(f"process {rank} exited with code {f.exitcode}")
-        how = f"dflearn train --resume {run_dir}" if run_dir else "--resume"
+        how = resume_advice(run_dir)
         raise DflearnError(f"training failed under {nproc} processes: {'; '.join(parts)} "
                            f"(the others were stopped); see the message(s) above, then continue with {how}") from None
 
