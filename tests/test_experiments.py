@@ -173,6 +173,17 @@ def test_list_shows_every_preset_and_budget(capsys):
     assert all(name in out for name in PRESETS) and out.count("  short ") == len(PRESETS)
 
 
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_cell_of_a_short_budget_has_three_seeds(name):
+    """A claim that one rule beats another needs a spread: the short budget (the one the
+    docs' tables are measured at) runs every cell (a run's folder name less its seed) with 3 seeds."""
+    seeds_of_cell = {}
+    for run, c in PRESETS[name].grid("short").runs():
+        assert f"-seed{c.seed}" in run
+        seeds_of_cell.setdefault(run.replace(f"-seed{c.seed}", "-seed*", 1), set()).add(c.seed)
+    assert seeds_of_cell and all(len(s) >= 3 for s in seeds_of_cell.values()), name
+
+
 def test_tensorboard_missing_is_one_clear_line(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as if not installed
     assert main(["train", "--epochs", "1", "--tensorboard", "--out", str(tmp_path / "r")]) == 1
