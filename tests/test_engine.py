@@ -431,3 +431,34 @@ def test_closed_form_feedback_gradients_equal_autograd_of_the_feedback_loss(name
     rule.learn_feedback(net, fwd, capture)  # the closed form, handed to the optimizer
     for got, want in zip(capture.grads, expected):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(10, 3), (4, 5, 7)])  # a classifier; a per-token output (N, T, d_L)
+def test_closed_form_output_error_equals_autograd_of_cross_entropy(shape):
+    """The default loss's e, formed by hand, against autograd through F.cross_entropy (float64) and
+    the textbook (softmax(a) - onehot(y)) / rows."""
+    torch.manual_seed(0)
+    a = torch.randn(*shape, dtype=torch.float64) * 3
+    y = torch.randint(0, shape[-1], shape[:-1])
+    loss, e = dflearn.feedback.output_error(a, y)
+    z = a.clone().requires_grad_()
+    want = F.cross_entropy(z.reshape(-1, shape[-1]), y.reshape(-1))
+    (want_e,) = torch.autograd.grad(want, z)
+    torch.testing.assert_close(loss, want.detach(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(e, want_e, rtol=1e-10, atol=1e-14)
+    rows = math.prod(shape[:-1])
+    by_hand = (torch.softmax(a, -1) - F.one_hot(y, shape[-1]).double()) / rows
+    torch.testing.assert_close(e, by_hand, rtol=1e-10, atol=1e-14)
+
+
+def test_closed_form_output_error_under_bf16_autocast_matches_autograd():
+    torch.manual_seed(0)
+    a, y = torch.randn(16, 10).bfloat16(), torch.randint(0, 10, (16,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, e = dflearn.feedback.output_error(a, y)
+        z = a.clone().requires_grad_()
+        want = F.cross_entropy(z, y)
+        (want_e,) = torch.autograd.grad(want, z)
+    assert e.dtype == want_e.dtype == torch.bfloat16 and loss.dtype == want.dtype == torch.float32
+    torch.testing.assert_close(loss, want.detach())
+    torch.testing.assert_close(e, want_e)

@@ -75,7 +75,21 @@ class Pass:
 
 
 def output_error(logits: torch.Tensor, y: torch.Tensor, loss_fn: Loss | None = None):
-    """(loss, e): the loss at detached logits and its gradient e with respect to them."""
+    """(loss, e): the loss at detached logits and its gradient e with respect to them.
+
+    The default loss gets e in closed form, (softmax(a_L) - onehot(y)) / rows,
+    from the one log-softmax that gives the loss: no second autograd pass in every step
+    (equal to autograd's, tests/test_engine.py). Any other loss goes through autograd."""
+    if loss_fn is None or loss_fn is default_loss:
+        z = logits.detach()
+        with torch.no_grad(), torch.autocast(z.device.type, enabled=False):  # fp32 under autocast, as CE is
+            rows = z.reshape(-1, z.shape[-1])
+            logp = torch.log_softmax(rows if rows.dtype == torch.float64 else rows.float(), dim=-1)
+            target = y.reshape(-1, 1)
+            loss = -logp.gather(1, target).mean()
+            error = logp.exp_().scatter_add_(1, target, torch.full(target.shape, -1.0, dtype=logp.dtype,
+                                                                   device=logp.device))
+            return loss, error.div_(len(rows)).to(z.dtype).view_as(z)
     z = logits.detach().requires_grad_()
     with torch.enable_grad():
         loss = (loss_fn or default_loss)(z, y)
