@@ -71,7 +71,10 @@ def test_axes_say_what_they_show(one_epoch_runs):
     assert "1 epoch" in fig._suptitle.get_text() and "2 seeds" in fig._suptitle.get_text()
     fig = alignment_curves(one_epoch_runs)
     assert [ax.get_title() for ax in fig.axes] == ["hidden block 1 (model[3])", "hidden block 2 (model[6])"]
-    assert all(ax.get_ylabel() == "cosine" for ax in fig.axes)
+    assert all(ax.get_ylabel() == "cosine, mean over samples" for ax in fig.axes)  # the default measure
+    batch = [{**r, "config": {**r["config"], "align_measure": "batch"}} for r in one_epoch_runs]
+    assert alignment_curves(batch).axes[0].get_ylabel() == "cosine over the whole batch"
+    assert alignment_curves(one_epoch_runs, "update_alignment").axes[0].get_ylabel() == "cosine"
 
 
 def test_alignment_is_drawn_per_measurement_with_mean_over_seeds(one_epoch_runs):

@@ -251,6 +251,10 @@ def alignment_curves(runs: list[dict], key: str = "alignment") -> Figure | None:
             if kept:
                 _series(ax, kept, label, style, lambda r, i=i: _trace(r, key, i))
     what, unit = DIAGNOSTICS.get(key, (key, key))
+    if key == "alignment":  # say how a batch was pooled; runs from before the choice used the whole batch
+        measures = {r["config"].get("align_measure", "batch") for r in runs}
+        unit = {"sample": "cosine, mean over samples", "batch": "cosine over the whole batch"}.get(
+            measures.pop(), unit) if len(measures) == 1 else "cosine (measures differ between runs)"
     for i, ax in enumerate(axes[0]):
         name = f" ({block_name(names[i])})" if i < len(names) else ""
         ax.set(xlabel="training step", ylabel=unit, title=f"hidden block {i + 1}{name}")
