@@ -97,7 +97,7 @@ class Variant:
 
     label: str
     rule: str
-    step: str = "library"  # library | hook | two_pass | sync
+    step: str = "library"  # library | hook | two_pass | sync | autograd_error
     adam: str = "fused"  # fused | foreach
     cls: type | None = None
 
@@ -107,6 +107,7 @@ STEPS: dict[str, Callable] = {
     "hook": lambda s, x, y: naive.hook_dfa_step(s.model, s.rule, x, y, s.opt),
     "two_pass": lambda s, x, y: naive.two_pass_step(s.model, s.rule, x, y, s.opt, s.fopt),
     "sync": lambda s, x, y: train_step(s.model, s.rule, x, y, s.opt, s.fopt)[0].item(),
+    "autograd_error": lambda s, x, y: train_step(s.model, s.rule, x, y, s.opt, s.fopt, naive.autograd_error),
 }
 
 
@@ -213,6 +214,8 @@ OPTIMISATIONS = [  # (what, the library's variant, the straightforward one)
      Variant("dfa", "dfa"), Variant("dfa-hooks", "dfa", step="hook")),
     ("one feedback matmul per block (vs one stacked)",
      Variant("dfa", "dfa"), Variant("dfa-stacked", "dfa", cls=naive.StackedDFA)),
+    ("e in closed form (vs a second autograd pass)",
+     Variant("dfa", "dfa"), Variant("dfa-autograd-e", "dfa", step="autograd_error")),
     ("no host sync in the step (vs loss.item() every step)",
      Variant("dfa", "dfa"), Variant("dfa-sync", "dfa", step="sync")),
     ("fused Adam (vs default foreach), DFA", Variant("dfa", "dfa"), Variant("dfa-foreach", "dfa", adam="foreach")),

@@ -9,6 +9,9 @@ that both give the same parameter updates.
 - `DenseSparseDFA`: sparse DFA as a dense (n, d_L) matmul instead of a gather.
 - `two_pass_step`: LAS/LTAS as the authors' code: a first forward pass to update
   the local modules, then a second forward pass for the network's update.
+- `autograd_error`: the output error e by a second autograd pass through the
+  cross-entropy (a loss the engine does not recognise as its default) instead of
+  the default loss's closed form.
 - `foreach_adam`: PyTorch's default Adam instead of the fused one.
 - `SampleLoader`: a per-sample Dataset + DataLoader with default collation,
   normalising each image on its own (torchvision style).
@@ -88,6 +91,11 @@ def two_pass_step(model, rule, x, y, optimizer, feedback_optimizer, loss_fn=F.cr
     first = rule.forward_pass(model, x, y, loss_fn)
     rule.learn_feedback(model, first, feedback_optimizer)
     return train_step(model, rule, x, y, optimizer, None, loss_fn)  # no feedback optimizer: no second update
+
+
+def autograd_error(logits, target):
+    """The default loss under another name: the engine then takes e from autograd."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
 
 
 def foreach_adam(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
