@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import math
 import re
 import statistics
 import sys
@@ -134,17 +135,26 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+MIN_TIMING = 0.05  # s: a timing this short is dominated by the machine's jitter, so small nets time several steps
+
+
 def round_robin(setups: list[Setup], x, y, warmup: int, repeats: int, device):
-    """A B C A B C ...: the step times (s) of each setup after warm-up."""
-    times = [[] for _ in setups]
+    """A B C A B C ...: the step times (s) of each setup after warm-up. Each timing runs
+    enough steps of one setup to last MIN_TIMING (from the first setup's warm-up) and
+    reports their mean, so a 10 ms step is timed over 5 steps and a 500 ms one over 1."""
+    times, steps = [[] for _ in setups], 1
     for r in range(warmup + repeats):
         for i, s in enumerate(setups):
             sync(device)
             t = time.perf_counter()
-            s.step(x, y)
+            for _ in range(steps):
+                s.step(x, y)
             sync(device)
+            elapsed = (time.perf_counter() - t) / steps
             if r >= warmup:
-                times[i].append(time.perf_counter() - t)
+                times[i].append(elapsed)
+            elif i == 0 and r == warmup - 1:
+                steps = max(1, math.ceil(MIN_TIMING / elapsed))
     return times
 
 
