@@ -74,8 +74,9 @@ def test_cli_table_plot_and_transfer(tmp_path, capsys):
     clean = [r for r in rows if r["eps"] == 0]
     for r in clean:  # eps 0 is the clean accuracy of the trained network
         net, data, _ = robust.load_network(r["run"])
+        index = robust.test_subset(len(data.y_test), 200)
         with torch.no_grad():
-            acc = (net(data.x_test[:200].float() / 255).argmax(1) == data.y_test[:200]).float().mean().item()
+            acc = (net(data.x_test[index].float() / 255).argmax(1) == data.y_test[index]).float().mean().item()
         assert r["accuracy"] == pytest.approx(acc) and acc > 0.25
     strong = [r for r in rows if r["eps"] == 64 / 255 and r["attack"] == "pgd"]
     assert all(r["accuracy"] < c["accuracy"] for r, c in zip(strong, clean))
@@ -120,3 +121,13 @@ def test_several_seeds_give_mean_and_std_per_rule(tmp_path):
     assert table[2] == "| dfa | 2 | 92.0 ± 2.8 / 90.0 ± 0.0 | 55.0 ± 7.1 / 75.0 ± 7.1 |"
     assert "mean ± std" in table[-1]
     assert robust.plot(rows, tmp_path / "r.png").stat().st_size > 1000
+
+
+def test_the_attacked_images_are_a_fixed_draw_over_every_class():
+    """A test set stored by class (as the CIFAR subsets are) must not give a one-class sample."""
+    labels = torch.arange(10).repeat_interleave(1000)  # 10,000 labels, grouped by class
+    index = robust.test_subset(len(labels), 500)
+    assert len(index) == len(set(index.tolist())) == 500
+    assert torch.bincount(labels[index], minlength=10).min() >= 25  # every class, roughly 50 each
+    assert torch.equal(index, robust.test_subset(len(labels), 500))  # the same draw for every run
+    assert torch.equal(robust.test_subset(300, 1000), torch.arange(300))  # the whole set, in order

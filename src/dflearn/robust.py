@@ -117,9 +117,19 @@ def robust_accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: st
     return correct / len(x)
 
 
+def test_subset(num_test: int, limit: int) -> torch.Tensor:
+    """The indices of the `limit` test images the attacks use: a fixed random draw (seed 0,
+    the same for every run of a data set), or all of them in order when `limit` covers the set.
+    Not the first `limit`: a test set stored by class (the CIFAR subsets in ../shared/data)
+    would then give one class only."""
+    if limit >= num_test:
+        return torch.arange(num_test)
+    return torch.randperm(num_test, generator=torch.Generator().manual_seed(0))[:limit].sort().values
+
+
 def evaluate_runs(runs: list[str | Path], eps: list[float], attacks: list[str], *, twin: str | Path | None = None,
                   limit: int = 1000, steps: int = 10, device: str = "cpu") -> list[dict]:
-    """Rows {run, rule, attack, eps, accuracy, transfer} over the first `limit` test images."""
+    """Rows {run, rule, attack, eps, accuracy, transfer} over `limit` test images (`test_subset`)."""
     for a in attacks:
         if a not in ATTACKS:
             raise DflearnError(f"unknown attack '{a}'; choose from {', '.join(ATTACKS)}")
@@ -129,8 +139,9 @@ def evaluate_runs(runs: list[str | Path], eps: list[float], attacks: list[str], 
     rows = []
     for run in runs:
         net, data, config = load_network(run, device)
-        x = data.x_test[:limit].float().div(255).to(device)
-        y = data.y_test[:limit].to(device)
+        index = test_subset(len(data.y_test), limit)
+        x = data.x_test[index].float().div(255).to(device)
+        y = data.y_test[index].to(device)
         for attack in attacks:
             for e in eps:
                 row = {"run": str(run), "rule": config["rule"], "dataset": config["dataset"],

@@ -47,7 +47,7 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=10, help="PGD steps (default 10)")
     p.add_argument("--twin", default=None, metavar="BP_RUN",
                    help="also transfer attacks crafted on this run (a BP-trained twin) to each run")
-    p.add_argument("--limit", type=int, default=1000, help="first N test images (default 1000)")
+    p.add_argument("--limit", type=int, default=1000, help="N test images, a fixed random draw, the same for every run (default 1000)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None, help="folder for robust.json, robust.md and robust.png")
     p.set_defaults(func=run)
