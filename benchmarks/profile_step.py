@@ -4,7 +4,8 @@
 
 Prints, for batch 64 at --threads:
   1. the step time of BP and each rule (medians of interleaved rounds, as bench.py);
-  2. the *time* limit of a direct rule: BP's step less what BP computes and a direct rule does
+  2. a DFA step whose signals cost nothing (the first step's g_i kept), in the same rounds: the
+     engine's own limit, measured in place; and the *time* limit of a direct rule: BP's step less what BP computes and a direct rule does
      not (the gradient at each cut point's tensor: the input gradient of the layer that reads it,
      timed on its own at the net's shape), plus what it adds (the projections e B_i). The FLOP ratio assumes every multiply-add
      costs the same; the time limit weighs each matmul at the speed this CPU runs its shape;
@@ -22,6 +23,21 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from bench import Setup, Variant, batch, round_robin
+from dflearn.rules.dfa import DFA
+
+
+class FreeSignalDFA(DFA):
+    """DFA whose signals cost nothing: the first step's g_i, kept and injected again. Its step
+    is everything a direct rule's step must do (forward with cuts, e, one backward, Adam) and
+    nothing else, so its time over BP's is the limit of the engine, measured in place."""
+
+    name = "dfa-free-signals"
+    kept = None
+
+    def signals(self, fwd):
+        if self.kept is None:
+            self.kept = [g.clone() if g is not None else None for g in super().signals(fwd)]
+        return self.kept
 
 
 def timed(fn, repeats=200, warmup=20):
@@ -97,12 +113,15 @@ def main():
     x, y = batch(args.model, device)
     rules = args.rules.split(",")
     setups = [Setup(args.model, Variant(r, r), device) for r in ["bp"] + rules]
-    times = round_robin(setups, x, y, 20, args.repeats, device)
+    free = Setup(args.model, Variant("dfa-free-signals", "dfa", cls=FreeSignalDFA), device)
+    times = round_robin(setups + [free], x, y, 20, args.repeats, device)
+    free_ratio = statistics.median(a / b for a, b in zip(times.pop(), times[0]))
     bp_ms = 1000 * statistics.median(times[0])
     print(f"{args.model}, batch {len(x)}, {args.threads} threads, torch {torch.__version__}")
     print(f"step ms (median of {args.repeats} interleaved rounds): bp {bp_ms:.2f}  " + "  ".join(
         f"{r} {1000 * statistics.median(t):.2f} ({statistics.median(a / b for a, b in zip(t, times[0])):.3f})"
         for r, t in zip(rules, times[1:])))
+    print(f"DFA with free signals (the engine's limit, in place): {free_ratio:.3f} x BP")
     dropped, added = time_limit(setups[0], x)
     print(f"time limit of a direct rule: BP less its input gradients at the cut points ({1000 * dropped:.2f} ms) plus the "
           f"projections ({1000 * added:.3f} ms) = {(bp_ms / 1000 - dropped + added) / (bp_ms / 1000):.3f} x BP")
