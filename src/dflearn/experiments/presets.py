@@ -20,23 +20,25 @@ SMOKE = {"epochs": 1, "max_steps_per_epoch": 5}
 SEEDS = [0, 1, 2]  # the short and paper budgets: a claim about rules needs a spread over seeds
 
 # Rough cost model for `--list`: forward multiply-adds per sample (M) and full training-set sizes.
-# Seconds ~ samples x 3 (fwd + bwd) x 2 MACs / throughput; the throughput was fitted to
-# mlp-mnist BP epochs on this project's 2-core CPU, so CNN figures are coarser (conv is slower).
-# For text a sample is one window of 128 characters: the 4x128 GPT does ~0.93M MACs per token
-# (0.79M in its Linear layers, the rest attention), 119M per window; an epoch of Tiny Shakespeare
-# is 1,003,854 / 128 windows. The ViT 4x128 on 32x32 (64 patches): ~55M.
+# Seconds ~ training samples x 3 (fwd + bwd) x 2 MACs / throughput. A model's throughput is what
+# its grids achieved on this project's 2-core CPU, evaluation and data included (runs two at a
+# time, --jobs 2, or one at 2 threads): mlp-mnist 3-epoch runs took 12 s an epoch (50e9);
+# mlp-cifar 200-batch runs ~80 s (46e9); the conv nets' BP step at batch 64 is 0.55 s
+# (benchmarks/results/bench.md), 106e9 for training alone, ~80e9 with an evaluation of the
+# 10k test images after 150 batches; the ViT and GPT short grids took 36 and 68 min (37e9, 35e9).
+# Other models fall back to CPU_FLOPS. For text a sample is one window of 128 characters: the
+# 4x128 GPT does ~0.93M MACs per token (0.79M in its Linear layers, the rest attention), 119M per
+# window; an epoch of Tiny Shakespeare is 1,003,854 / 128 windows. The ViT 4x128 on 32x32 (64
+# patches): ~55M.
 MACS = {"mlp-mnist": 1.9e6, "mlp-cifar": 46.6e6, "conv3": 151e6, "conv3bn": 151e6, "resnet18": 145e6,
         "dkpnet": 8.3e6, "gpt": 119e6, "gpt-sublayer": 119e6, "vit": 55e6,
         "alexnet": 95e6}  # alexnet at -m resize=64 (the CPU budgets); ~710e6 at 224
 TRAIN_SIZE = {"mnist": 60_000, "fashion-mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000,
               "tinyimagenet": 100_000, "digits": 1_437, "tinyshakespeare": 7_842}
 PIXELS = {"tinyimagenet": 4}  # 64x64 inputs cost ~4x the 32x32 ones for convnets
-CPU_FLOPS = 25e9  # effective, 2 cores
-# the GPT's large matmuls run faster: a BP step of 32 x 128 characters (22.7 GFLOP) took 0.455 s
-# on one thread of this CPU with other jobs running (min of 3 rounds of 3 steps)
-# on one thread of this CPU with other jobs running; the ViT's BP step of 64 images (21 GFLOP) took
-# 0.217 s on the idle CPU, 2 threads (benchmarks/results/bench.md)
-THROUGHPUT = {"gpt": 50e9, "gpt-sublayer": 50e9, "vit": 95e9}
+CPU_FLOPS = 25e9  # effective, 2 cores, for a model without a measured throughput
+THROUGHPUT = {"mlp-mnist": 50e9, "mlp-cifar": 46e9, "conv3": 80e9, "conv3bn": 80e9, "resnet18": 75e9,
+              "gpt": 35e9, "gpt-sublayer": 35e9, "vit": 37e9}
 
 
 @dataclass(frozen=True)
@@ -106,10 +108,10 @@ def _las_cnn_table(budget: str) -> Grid:
     base = {"optimizer": "adam", "lr": 1e-4, "batch_size": 64, "schedule": "paper", "epochs": 100}
     if budget == "paper":
         return Grid(base, [], [0], variants)
-    if budget == "short":  # ~0.45 s a Conv3 step: Conv3 and Conv3+BN with flip, 150 batches, fit an hour;
+    if budget == "short":  # ~0.55 s a Conv3 step: Conv3 and Conv3+BN with flip, 100 batches, fit an hour;
         # ResNet18 and the RandAugment cells need more steps than a CPU hour holds (a GPU's budget)
         short = [v for v in variants if v["model"] != "resnet18" and v["augment"] == "flip"]
-        return Grid({**base, "epochs": 1, "max_steps_per_epoch": 150}, [], SEEDS, short)
+        return Grid({**base, "epochs": 1, "max_steps_per_epoch": 100}, [], SEEDS, short)
     return Grid({**base, **SMOKE}, [], [0], variants)
 
 
