@@ -17,7 +17,7 @@ from .grid import Grid, run_name
 BUDGETS = ("smoke", "short", "paper")
 FC_RULES = ["bp", "shallow", "dfa", "las", "ltas"]
 SMOKE = {"epochs": 1, "max_steps_per_epoch": 5}
-SEEDS = [0, 1, 2]  # the short and paper budgets: a claim about rules needs a spread over seeds
+SEEDS = [0, 1, 2]  # every short budget (and most paper ones): a claim about rules needs a spread over seeds
 
 # Rough cost model for `--list`: forward multiply-adds per sample (M) and full training-set sizes.
 # Seconds ~ training samples x 3 (fwd + bwd) x 2 MACs / throughput. A model's throughput is what
