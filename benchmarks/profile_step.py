@@ -4,12 +4,13 @@
 
 Prints, for batch 64 at --threads:
   1. the step time of BP and each rule (medians of interleaved rounds, as bench.py);
-  2. a DFA step whose signals cost nothing (the first step's g_i kept), in the same rounds: the
-     engine's own limit, measured in place; and the *time* limit of a direct rule: BP's step less what BP computes and a direct rule does
-     not (the gradient at each cut point's tensor: the input gradient of the layer that reads it,
-     timed on its own at the net's shape), plus what it adds (the projections e B_i). The FLOP ratio assumes every multiply-add
-     costs the same; the time limit weighs each matmul at the speed this CPU runs its shape;
-  3. torch.profiler's per-step self time of each op (top ops), BP beside the rule, and the
+  2. the engine's limit in place: a DFA whose signals cost nothing (the first step's g_i kept),
+     timed in the same rounds; and the *time* limit of a direct rule: BP's step less what a
+     cut drops (the input gradient of the layer that reads each cut point's tensor, timed on
+     its own at the net's shape) plus what it adds (the projections e B_i). The FLOP ratio
+     counts every multiply-add alike; the time limit weighs each at the speed this CPU runs
+     its shape;
+  3. torch.profiler's per-step self time of each op (top ops), BP beside the rules, and the
      remainder outside any op (Python, dispatch, autograd engine).
 """
 from __future__ import annotations

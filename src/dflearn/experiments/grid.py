@@ -276,6 +276,12 @@ def _optional(runs: list[dict], key: str) -> tuple[float, float]:
     return _mean_std(values) if all(v is not None for v in values) else (math.nan, math.nan)
 
 
+def sets_cells_apart(key: str, configs: list[dict]) -> bool:
+    """Whether `key` takes several values among `configs` and is not merely `follows_the_rule`:
+    a setting that tables show as a column and legends name."""
+    return len({json.dumps(c.get(key)) for c in configs}) > 1 and not follows_the_rule(key, configs)
+
+
 def follows_the_rule(key: str, configs: list[dict]) -> bool:
     """Whether `key` is a feedback-optimizer setting that each rule resolves on its own (DKP's
     feedback_lr 1e-4 and its schedule, from `Rule.feedback_defaults`) and that takes one value per
@@ -300,8 +306,7 @@ def table(folder: str | Path) -> list[dict]:
         raise DflearnError(f"{folder} holds no finished run (no */summary.json); run the grid first")
     configs = [runs[0]["config"] for runs in cells.values()]
     shown = ["dataset", "model"] + [k for k in configs[0] if k not in NOT_A_CELL + ("rule", "rule_options", "dataset",
-                                    "model") and len({json.dumps(c[k]) for c in configs}) > 1
-                                    and not follows_the_rule(k, configs)]
+                                    "model") and sets_cells_apart(k, configs)]
     rows = []
     for runs in cells.values():
         c = runs[0]["config"]

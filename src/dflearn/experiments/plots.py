@@ -33,7 +33,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from ..errors import DflearnError  # noqa: E402
-from .grid import NOT_A_CELL, _rule_key, as_cell_config, follows_the_rule, rule_label  # noqa: E402
+from .grid import NOT_A_CELL, _rule_key, as_cell_config, rule_label, sets_cells_apart  # noqa: E402
 
 DIAGNOSTICS = {"alignment": ("signal alignment with BP", "cosine"),
                "update_alignment": ("weight-update alignment with BP", "cosine"),
@@ -105,8 +105,7 @@ def group(runs: list[dict]) -> dict[str, list[dict]]:
         base = k.removeprefix("feedback_")
         return k != base and all(r["config"][k] == r["config"].get(base) for r in runs)
     configs = [r["config"] for r in runs]
-    varying = [k for k in _cell(runs[0]["config"]) if len({json.dumps(c[k]) for c in configs}) > 1
-               and not follows_the_rule(k, configs) and not derived(k)]
+    varying = [k for k in _cell(runs[0]["config"]) if sets_cells_apart(k, configs) and not derived(k)]
     groups: dict[str, list[dict]] = {}
     for r in runs:
         c = r["config"]
