@@ -222,3 +222,50 @@ def test_a_setting_that_follows_the_rule_does_not_split_the_cells(tmp_path):
     assert list(group(load_runs([out]))) == ["dfa", "dkp"]  # the legend: no feedback_lr=... either
     run_grid(Grid({**BASE, "epochs": 1, "align_every": 0, "lr": 0.01}, ["dfa"], [0]).runs(), out, **QUIET)
     assert "lr" in write_table(out)[0]  # dfa at two lrs: a column (a transfer variant too: test_transfer)
+
+
+def _run(rule, seed, acc, **config):
+    return {"config": {"dataset": "digits", "model": "mlp", "rule": rule, "rule_options": {}, "seed": seed,
+                       "lr": 1e-3, **config}, "test_accuracy_at_val_best": acc, "best_test_accuracy": 1.0}
+
+
+def test_spread_judges_a_difference_by_twice_the_std_of_the_difference():
+    from dflearn.experiments.spread import differences
+
+    runs = [_run("bp", s, a) for s, a in enumerate([0.90, 0.91, 0.92])]      # mean 91, sd 1 (points)
+    runs += [_run("dfa", s, a) for s, a in enumerate([0.86, 0.88, 0.87])]    # mean 87, sd 1
+    runs += [_run("las", s, a) for s, a in enumerate([0.85, 0.90, 0.89])]    # mean 88, sd sqrt(7)
+    runs += [_run("dfa", s, 0.10, lr=1e-2) for s in range(3)]               # another cell: never paired with lr 1e-3
+    pairs = {(p["a"], p["b"], p.get("lr")): p for p in differences(runs)}
+    assert len(pairs) == 3  # the lone lr=1e-2 cell has one rule: no pair
+    bp_dfa = pairs["bp", "dfa", 1e-3]
+    assert bp_dfa["difference"] == pytest.approx(4.0) and bp_dfa["bar"] == pytest.approx(2 * math.sqrt(2))
+    assert bp_dfa["apart"] and bp_dfa["better"] and bp_dfa["a_ahead"] == 3 and bp_dfa["paired_seeds"] == 3
+    dfa_las = pairs["dfa", "las", 1e-3]  # -1 against a bar of 2 sqrt(8): within; las ahead on 2 of 3 seeds
+    assert dfa_las["difference"] == pytest.approx(-1.0) and dfa_las["bar"] == pytest.approx(2 * math.sqrt(8))
+    assert not dfa_las["apart"] and dfa_las["a_ahead"] == 1
+    bp_las = pairs["bp", "las", 1e-3]  # 3 against 2 sqrt(1 + 7) = 5.66: within, though bp leads every seed
+    assert not bp_las["apart"] and bp_las["a_ahead"] == 3
+
+
+def test_spread_on_bits_per_character_counts_lower_as_better():
+    from dflearn.experiments.spread import differences
+
+    runs = [{**_run("bp", s, None), "final_test_bpc": v} for s, v in enumerate([2.0, 2.1, 2.2])]
+    runs += [{**_run("dfa", s, None), "final_test_bpc": v} for s, v in enumerate([3.0, 3.1, 3.2])]
+    (pair,) = differences(runs)
+    assert pair["difference"] == pytest.approx(-1.0) and pair["apart"] and pair["better"] and pair["a_ahead"] == 3
+
+
+def test_results_md_carries_the_differences_of_the_grid(grid_dir):
+    from dflearn.experiments import spread
+
+    write_table(grid_dir)
+    (pair,) = spread.write(grid_dir)
+    accs = {rule: [json.loads((grid_dir / f"digits-mlp-noaug-lr0.001-{rule}-seed{s}" / "summary.json").read_text())
+                   ["test_accuracy_at_val_best"] for s in range(3)] for rule in ("bp", "dfa")}
+    expected = 100 * (statistics.fmean(accs["bp"]) - statistics.fmean(accs["dfa"]))
+    bar = 200 * math.sqrt(statistics.variance(accs["bp"]) + statistics.variance(accs["dfa"]))
+    assert pair["difference"] == pytest.approx(expected) and pair["bar"] == pytest.approx(bar)
+    md = (grid_dir / "results.md").read_text()
+    assert "## Differences between rules against the seeds' spread" in md and f"| {expected:+.2f} | {bar:.2f} |" in md

@@ -48,7 +48,7 @@ def add_grid_output(p: argparse.ArgumentParser) -> None:
 
 def finish(runs, out: Path, args) -> None:
     """Run the grid, write results.md / results.csv and print the table."""
-    from ..experiments import lrsearch
+    from ..experiments import lrsearch, spread
     from ..experiments.grid import run_grid, write_table
 
     log = (lambda *a: None) if args.quiet else print
@@ -62,6 +62,7 @@ def finish(runs, out: Path, args) -> None:
     if len(diverged) < len(summaries):
         rows = write_table(out, args.layout, getattr(args, "table_metric", "auto"))
         lrsearch.write(out, rows)  # several lrs: each rule's chosen on validation, appended to results.md
+        spread.write(out)  # which differences between rules exceed the seeds' spread, appended too
         print((out / "results.md").read_text(), end="")
         print(f"table written to {out / 'results.md'} and {out / 'results.csv'}")
     if diverged:
