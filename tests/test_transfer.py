@@ -123,8 +123,40 @@ def test_a_grid_run_can_start_from_another_run_of_the_grid(tmp_path):
     assert rows["dfa"]["seeds"] == rows["bp"]["seeds"] == 2 and rows["dfa"]["init_from"].endswith("seed*")
 
 
+def test_a_run_starts_as_soon_as_its_own_source_is_done_not_a_whole_wave(tmp_path, monkeypatch):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dflearn.experiments import grid
+
+    runs = [("slow", Config(rule="bp")),  # a source nobody waits for
+            ("child", Config(rule="dfa", init_from="fast")), ("fast", Config(rule="bp"))]
+    assert grid._sources(runs) == {"slow": None, "child": "fast", "fast": None}
+    assert grid._in_order(grid._sources(runs)) == ["slow", "fast", "child"]  # one job: each run after its source
+    child_started, events = threading.Event(), []
+
+    def worker(out, config, threads, loggers):  # the slow source finishes only once the child has started
+        events.append(f"start {out.name}")
+        if out.name == "child":
+            child_started.set()
+        if out.name == "slow":
+            child_started.wait(timeout=20)
+        events.append(f"end {out.name}")
+        return {"rule": config.rule}
+
+    # threads in place of processes, so the stand-in worker is seen; the schedule is run_grid's own
+    monkeypatch.setattr(grid, "ProcessPoolExecutor", lambda jobs, mp_context: ThreadPoolExecutor(jobs))
+    monkeypatch.setattr(grid, "_worker", worker)
+    summaries = grid.run_grid(runs, tmp_path / "grid", jobs=2, log=lambda *a: None)
+    assert [s["rule"] for s in summaries] == ["bp", "dfa", "bp"]  # in the grid's order
+    assert events.index("start child") > events.index("end fast")
+    assert events.index("start child") < events.index("end slow")  # waves would have waited for slow
+    with pytest.raises(DflearnError, match="circle"):
+        grid._sources([("a", Config(init_from="b")), ("b", Config(init_from="a"))])
+
+
 def test_sdfa_transfer_preset_freezes_conv3s_conv_blocks_and_starts_from_bp():
-    from dflearn.experiments.grid import _waves
+    from dflearn.experiments.grid import _sources
     from dflearn.experiments.presets import PRESETS
 
     for budget in ("smoke", "short", "paper"):
@@ -138,7 +170,7 @@ def test_sdfa_transfer_preset_freezes_conv3s_conv_blocks_and_starts_from_bp():
         for c in moved:
             assert c.init_from in names and c.init_from.endswith(f"seed{c.seed}")
             assert c.freeze == c.init_blocks == ["3", "7", "11"] and c.model == "conv3"
-        assert len(_waves(runs)) == 2
+        assert {_sources(runs)[n] for n, c in runs if c.init_from} <= {n for n, c in runs if not c.init_from}
         if budget == "short":
             assert len({c.seed for c in sources}) == 3 and all(c.val_fraction > 0 for _, c in runs)
     runs = PRESETS["dkp-cifar100"].grid("short").runs()

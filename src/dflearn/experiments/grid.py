@@ -13,7 +13,7 @@ import math
 import os
 import re
 import statistics
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -176,53 +176,60 @@ def run_grid(runs: list[tuple[str, Config]], out: str | Path, *, jobs: int = 1, 
         raise DflearnError(f"cannot use {out} as a grid folder: {exc.strerror or exc}; choose another --out") from None
     for name, config in runs:
         config.resolved()  # bad names fail now, not after hours of other runs
-    waves = _waves(runs)
-    if len(waves) > 1:  # runs that start from another run of the grid (--init-from NAME) wait for it
-        by_name = dict(runs)
-        done: dict[str, dict] = {}
-        for wave in waves:
-            for name, summary in zip(wave, run_grid([(n, by_name[n]) for n in wave], out, jobs=jobs,
-                                                    progress=progress, log=log, loggers=loggers)):
-                done[name] = summary
-        return [done[name] for name, _ in runs]
+    by_name = dict(runs)
+    sources = _sources(runs)  # runs that start from another run of the grid (--init-from NAME) wait for it
+    done: dict[str, dict] = {}
     if jobs <= 1:
-        summaries = []
-        for k, (name, config) in enumerate(runs, 1):
+        for k, name in enumerate(_in_order(sources), 1):
             log(f"[{k}/{len(runs)}] {name}")
-            summaries.append(_diverged_too(run_one, out / name, config, progress, log, loggers))
-    else:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_diverged_too, _worker, out / name, config, threads, loggers)
-                       for name, config in runs]
-            summaries = []
-            for (name, _), f in zip(runs, futures):
-                summaries.append(f.result())
-                log(f"{'diverged' if summaries[-1].get('diverged') else 'done'} {name}")
-    return summaries
+            done[name] = _diverged_too(run_one, out / name, by_name[name], progress, log, loggers)
+        return [done[name] for name, _ in runs]
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    pending, submitted = list(by_name), {}
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+        while pending or submitted:
+            # a run starts as soon as its source has finished, not when a whole wave of sources has
+            for name in [n for n in pending if sources[n] is None or sources[n] in done]:
+                pending.remove(name)
+                submitted[pool.submit(_diverged_too, _worker, out / name, by_name[name], threads, loggers)] = name
+            finished, _ = wait(submitted, return_when=FIRST_COMPLETED)
+            for f in sorted(finished, key=lambda f: list(by_name).index(submitted[f])):  # in the grid's order
+                name = submitted.pop(f)
+                done[name] = f.result()
+                log(f"{'diverged' if done[name].get('diverged') else 'done'} {name}")
+    return [done[name] for name, _ in runs]
 
 
-def _waves(runs: list[tuple[str, Config]]) -> list[list[str]]:
-    """Run names in waves: a run whose init_from names another run of the grid comes after it."""
+def _sources(runs: list[tuple[str, Config]]) -> dict[str, str | None]:
+    """Each run's source: the run of the grid its init_from names (it must finish first), or None."""
     names = {n for n, _ in runs}
-
-    def source(config: Config) -> str | None:
+    sources = {}
+    for n, config in runs:
         first = Path(config.init_from).parts[0] if config.init_from else None
-        return first if first in names else None
+        sources[n] = first if first in names else None
+    for n in sources:  # a circle would wait for ever
+        seen, at = {n}, sources[n]
+        while at is not None:
+            if at in seen:
+                raise DflearnError(f"runs of the grid start from each other in a circle ({n}); check init_from")
+            seen.add(at)
+            at = sources[at]
+    return sources
 
-    level: dict[str, int] = {}
 
-    def depth(name: str, seen=()) -> int:
-        if name not in level:
-            src = source(dict(runs)[name])
-            if src in seen or src == name:
-                raise DflearnError(f"runs of the grid start from each other in a circle ({name}); check init_from")
-            level[name] = 0 if src is None else depth(src, seen + (name,)) + 1
-        return level[name]
+def _in_order(sources: dict[str, str | None]) -> list[str]:
+    """The runs in the grid's order, each moved after its source."""
+    order: list[str] = []
 
-    for n, _ in runs:
-        depth(n)
-    return [[n for n, _ in runs if level[n] == k] for k in range(max(level.values(), default=0) + 1)]
+    def place(name: str) -> None:
+        if name not in order:
+            if sources[name] is not None:
+                place(sources[name])
+            order.append(name)
+
+    for name in sources:
+        place(name)
+    return order
 
 
 # ------------------------------------------------------------------ tables
