@@ -211,13 +211,17 @@ def test_a_setting_that_follows_the_rule_does_not_split_the_cells(tmp_path):
     """DKP resolves its own feedback optimizer defaults (feedback_lr 1e-4, ...) into its config:
     the table keeps one row per data set and model, as an lr that varies within a rule still splits."""
     out = tmp_path / "g"
-    run_grid(Grid({**BASE, "epochs": 1, "align_every": 0}, ["dfa", "dkp"], [0]).runs(), out, **QUIET)
+    # DKP with its own weight decay too, as the DKP reference's CIFAR-100 recipe (preset dkp-cifar100)
+    grid = Grid({**BASE, "epochs": 1, "align_every": 0}, [], [0],
+                [{"rules": ["dfa"]}, {"rules": ["dkp"], "weight_decay": 1e-6}])
+    run_grid(grid.runs(), out, **QUIET)
     configs = [json.loads(p.read_text()) for p in out.glob("*/config.json")]
     assert len({c["feedback_lr"] for c in configs}) == 2  # the premise: the rules' configs differ
     rows = write_table(out, layout="papers")
-    assert len(rows) == 2 and "feedback_lr" not in rows[0]
+    assert len(rows) == 2 and "feedback_lr" not in rows[0] and "weight_decay" not in rows[0]
     md = (out / "results.md").read_text().splitlines()
     assert md[0] == "| dataset | model | dfa | dkp |" and md[3] == ""  # one data row
+    assert md[-1] == "Settings that differ by rule, part of each rule's recipe: weight_decay: dfa 0.0, dkp 1e-06."
     from dflearn.experiments.plots import group
     assert list(group(load_runs([out]))) == ["dfa", "dkp"]  # the legend: no feedback_lr=... either
     run_grid(Grid({**BASE, "epochs": 1, "align_every": 0, "lr": 0.01}, ["dfa"], [0]).runs(), out, **QUIET)

@@ -290,14 +290,32 @@ def sets_cells_apart(key: str, configs: list[dict]) -> bool:
 
 
 def follows_the_rule(key: str, configs: list[dict]) -> bool:
-    """Whether `key` is a feedback-optimizer setting that each rule resolves on its own (DKP's
-    feedback_lr 1e-4 and its schedule, from `Rule.feedback_defaults`) and that takes one value per
-    rule: part of the rule, not of the cell. Shown as a column it would split every row of the
-    papers' layout in two; settings the grid itself varies (a transfer variant) still show."""
+    """Whether `key` takes one value per rule among `configs`, so that it differs only between
+    rules: part of each rule's recipe, not a setting of the cell. DKP's own feedback optimizer
+    (feedback_lr 1e-4 and its schedule, from `Rule.feedback_defaults`) is one; the weight decay
+    the DKP reference gives its forward weights (1e-6 against BP's 1e-4, preset dkp-cifar100)
+    another. Shown as a column it would split the papers' layout into a row per rule;
+    `rule_recipes` names such settings under the table instead. A setting that varies within a
+    rule (an lr sweep, a transfer variant) still shows, and the data set and model always do."""
+    if key in ("dataset", "model"):
+        return False
     values: dict[str, set] = {}
     for c in configs:
         values.setdefault(rule_label(c), set()).add(json.dumps(c.get(key)))
-    return key.startswith("feedback_") and all(len(v) == 1 for v in values.values())
+    return all(len(v) == 1 for v in values.values())
+
+
+def rule_recipes(configs: list[dict]) -> str:
+    """A line naming the settings that differ only between rules (`follows_the_rule`), each
+    rule's value; the feedback optimizer's are left to the rules' documentation (a rule without
+    feedback parameters ignores them). '' when there are none."""
+    keys = [k for k in configs[0] if k not in NOT_A_CELL + ("rule", "rule_options") and not k.startswith("feedback_")
+            and len({json.dumps(c.get(k)) for c in configs}) > 1 and follows_the_rule(k, configs)]
+    parts = []
+    for k in keys:
+        by_rule = {rule_label(c): c.get(k) for c in configs}
+        parts.append(f"{k}: " + ", ".join(f"{r} {by_rule[r]}" for r in sorted(by_rule, key=_rule_key)))
+    return f"Settings that differ by rule, part of each rule's recipe: {'; '.join(parts)}.\n" if parts else ""
 
 
 def table(folder: str | Path) -> list[dict]:
@@ -413,7 +431,7 @@ def write_table(folder: str | Path, layout: str = "rows", metric: str = "auto") 
     from ..training.rundir import atomic_write
 
     rows = table(folder)
-    text = markdown(rows, layout, metric)
+    text = markdown(rows, layout, metric) + rule_recipes([r["config"] for r in collect(folder)])
     atomic_write(folder / "results.md", lambda f: f.write(text.encode()))
     buf = io.StringIO(newline="")
     w = csv.DictWriter(buf, fieldnames=list(rows[0]))
