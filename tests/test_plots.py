@@ -91,4 +91,18 @@ def test_legend_names_the_values_that_vary(tmp_path):
         dflearn.fit(rule="dfa", lr=lr, epochs=1, max_steps_per_epoch=2, model_options={"widths": [8]},
                     out=tmp_path / f"lr{lr}", **QUIET)
     fig = learning_curves(load_runs([tmp_path]))
-    assert sorted(t.get_text() for t in fig.axes[0].get_legend().get_texts()) == ["dfa lr=0.001", "dfa lr=0.01"]
+    assert sorted(t.get_text() for t in fig.legends[0].get_texts()) == ["dfa lr=0.001", "dfa lr=0.01"]
+
+
+def test_a_transfer_grids_legend_is_short_and_in_the_rules_order(tmp_path):
+    from dflearn.experiments.grid import run_name
+    from dflearn.training import Config
+
+    kw = dict(epochs=1, max_steps_per_epoch=2, model_options={"widths": [8, 8]}, val_fraction=0.0)
+    source = run_name(Config(rule="bp", **kw))
+    dflearn.fit(rule="bp", out=tmp_path / source, **kw, **QUIET)
+    dflearn.fit(rule="dfa", init_from=str(tmp_path / source), init_blocks=["3"], freeze=["3"], out=tmp_path / "t",
+                **kw, **QUIET)
+    fig = learning_curves(load_runs([tmp_path]))
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [  # bp before dfa; the source by rule and seed
+        "bp from=none copied=none frozen=none", "dfa from=bp-seed* copied=3 frozen=3"]  # its own seed's

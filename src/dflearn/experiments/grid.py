@@ -26,6 +26,8 @@ from ..training.transfer import names_list
 # columns in the papers' order; rules not listed follow alphabetically
 RULE_ORDER = ("bp", "shallow", "dfa", "sdfa", "drtp", "dkp", "las", "ltas")
 NOT_A_CELL = ("seed",) + Config.RUNTIME  # runs differing only in these are repeats of one cell
+# the optimiser's settings: what a rule's recipe may fix for itself (`follows_the_rule`)
+RECIPE = ("optimizer", "lr", "momentum", "nesterov", "weight_decay", "schedule", "gamma")
 
 
 @dataclass
@@ -268,7 +270,7 @@ def _cell(config: dict) -> str:
 
 
 def _rule_key(label: str):
-    rule = label.split("[")[0]
+    rule = re.split(r"[\[ ]", label)[0]  # 'sdfa[k=1]', or a legend's 'bp from=bp-seed*'
     return (RULE_ORDER.index(rule) if rule in RULE_ORDER else len(RULE_ORDER), label)
 
 
@@ -296,8 +298,9 @@ def follows_the_rule(key: str, configs: list[dict]) -> bool:
     the DKP reference gives its forward weights (1e-6 against BP's 1e-4, preset dkp-cifar100)
     another. Shown as a column it would split the papers' layout into a row per rule;
     `rule_recipes` names such settings under the table instead. A setting that varies within a
-    rule (an lr sweep, a transfer variant) still shows, and the data set and model always do."""
-    if key in ("dataset", "model"):
+    rule (an lr sweep) still shows; settings other than the optimisers' (the data, the model, where
+    the weights come from and which stay frozen) always do."""
+    if key not in RECIPE and not key.startswith("feedback_"):
         return False
     values: dict[str, set] = {}
     for c in configs:

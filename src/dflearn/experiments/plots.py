@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import zlib
 from pathlib import Path
 
@@ -49,7 +50,7 @@ EXTRA = ["#008080", "#ff1493", "#4b0082", "#00bfff", "#a0522d", "#32cd32", "#6a5
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "d", "8"]
 LINESTYLES = ["-", "--", "-."]
 SHORT = {"max_steps_per_epoch": "steps/epoch", "batch_size": "batch", "model_options": "model",
-         "weight_decay": "wd"}
+         "weight_decay": "wd", "init_from": "from", "init_blocks": "copied", "freeze": "frozen"}
 
 
 def rule_style(rule: str) -> dict:
@@ -88,6 +89,13 @@ def load_runs(paths) -> list[dict]:
 
 
 def _value(key: str, v) -> str:
+    if v is None or v == []:
+        return "none"
+    if key == "init_from":  # a grid's source run: its rule and seed say which (dataset, model, lr are the cell's)
+        name = Path(str(v)).name
+        return re.sub(r"^.*-lr[^-]+-", "", name)
+    if isinstance(v, list):
+        return ",".join(map(str, v))
     if isinstance(v, float):
         return f"{v:g}"
     if isinstance(v, dict):
@@ -208,9 +216,24 @@ def learning_curves(runs: list[dict]) -> Figure:
     last = max(row["epoch"] for r in runs for row in r["rows"])
     for ax in axes:
         _epochs_axis(ax, last)
-    axes[0].legend(fontsize=8)
+    _legend_below(fig, axes)
     fig.suptitle(title(runs), wrap=True)
     return fig
+
+
+def _legend_below(fig: Figure, axes) -> None:
+    """One legend for the panels, below them, where it hides no curve (matplotlib >= 3.7; older:
+    in the first panel)."""
+    handles = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    if handles:
+        try:
+            fig.legend(handles.values(), handles.keys(), fontsize=8, loc="outside lower center",
+                       ncol=min(len(handles), 4 if max(map(len, handles)) < 40 else 2))
+        except ValueError:
+            axes[0].legend(handles.values(), handles.keys(), fontsize=8)
 
 
 def block_name(point: str) -> str:
@@ -258,16 +281,7 @@ def alignment_curves(runs: list[dict], key: str = "alignment") -> Figure | None:
         name = f" ({block_name(names[i])})" if i < len(names) else ""
         ax.set(xlabel="training step", ylabel=unit, title=f"hidden block {i + 1}{name}")
         ax.grid(alpha=0.3)
-    handles = {}
-    for ax in axes[0]:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(lab, h)
-    if handles:  # below the panels, where it hides no curve (matplotlib >= 3.7), else in the first panel
-        try:
-            fig.legend(handles.values(), handles.keys(), fontsize=8, loc="outside lower center",
-                       ncol=min(len(handles), 4))
-        except ValueError:
-            axes[0][0].legend(handles.values(), handles.keys(), fontsize=8)
+    _legend_below(fig, axes[0])
     fig.suptitle(f"{what}\n{title(runs)}", wrap=True)  # two lines: a long title fits the figure
     return fig
 

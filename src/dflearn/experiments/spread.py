@@ -43,7 +43,7 @@ def differences(runs: list[dict]) -> list[dict]:
     key = figure(runs)
     _, scale, _, better = FIGURES[key]
     configs = [r["config"] for r in runs]
-    keys = sorted({k for c in configs for k in c})
+    keys = list(dict.fromkeys(k for c in configs for k in c))  # in the configs' order, as the table's columns
     ignored = set(NOT_A_CELL) | {"rule", "rule_options"} | {k for k in keys if follows_the_rule(k, configs)}
     shown = ["dataset", "model"] + [k for k in keys if k not in ignored | {"dataset", "model"}
                                     and sets_cells_apart(k, configs)]
