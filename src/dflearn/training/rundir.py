@@ -122,6 +122,28 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def link_atomic(source: Path, path: Path) -> bool:
+    """Make `path` a hard link to `source`, atomically (a link under a temporary name, then a
+    rename over `path`); False, with nothing changed, where the file system has no hard links.
+    Safe beside `atomic_write`: it replaces `source` by a rename, so the linked file never changes."""
+    folder = path.parent
+    candidate = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        os.link(source, candidate)
+    except OSError:
+        return False
+    try:
+        os.replace(candidate, path)
+    except OSError:
+        try:
+            os.unlink(candidate)
+        except OSError:
+            pass
+        return False
+    fsync_dir(folder)
+    return True
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], *, keep: str = "") -> None:
     """Replace `path` by what `write(f)` writes to a binary file, atomically and durably.
 

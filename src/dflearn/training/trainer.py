@@ -341,8 +341,11 @@ class Trainer:
                 # checkpoint first: metrics.jsonl never holds an epoch the checkpoint lacks
                 save_atomic(self.state_dict(), self.out / CHECKPOINT, keep)
                 rundir.write_lines(self.out / "metrics.jsonl", self.history, keep=keep)
-                if _improved(self.history, "val_acc"):  # best by validation (never by test), beside the last
-                    save_atomic(self.state_dict(), self.out / BEST, keep)
+                if _improved(self.history, "val_acc"):  # best by validation (never by test), beside the last:
+                    # the state just saved, so a hard link to it (half the disk and the writing) where
+                    # the file system has them
+                    if not rundir.link_atomic(self.out / CHECKPOINT, self.out / BEST):
+                        save_atomic(self.state_dict(), self.out / BEST, keep)
             self.log(self._epoch_line(row))
             for o in self.observers:
                 o.epoch(self, row)
