@@ -288,3 +288,20 @@ def test_feedback_state_survives_a_state_dict_round_trip(name):
         assert (a is None and b is None) or torch.equal(a, b)
     for (n1, B1, _), (n2, B2, _) in zip(rule.feedback_pairs(net), other.feedback_pairs(net)):
         assert n1 == n2 and (name == "brsf" or torch.equal(B1, B2))  # brSF redraws its magnitudes
+
+
+@pytest.mark.parametrize("rule", ["dfa", "dkp", "drtp"])
+def test_kaiming_n_init_draws_each_B_i_as_the_dkp_reference_does(rule):
+    # torch's kaiming_uniform_ on the reference's (d_L, n_i) tensor: fan-in n_i, gain sqrt(2), so
+    # U(-sqrt(6/n_i), sqrt(6/n_i)); uniform on (-b, b) has std b/sqrt(3)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(20, 400), torch.nn.ReLU(), dflearn.FeedbackPoint(),
+                              torch.nn.Linear(400, 100), torch.nn.ReLU(), dflearn.FeedbackPoint(),
+                              torch.nn.Linear(100, 10))
+    r = dflearn.make_rule(rule, net, torch.randn(1, 20), init="kaiming_n")
+    for B, n in zip(stored_B(r, net), (400, 100)):
+        bound = math.sqrt(6 / n)
+        assert B.shape == (n, 10) and B.abs().max() <= bound and B.abs().max() > 0.95 * bound
+        assert B.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.1)
+    default = stored_B(dflearn.make_rule(rule, net, torch.randn(1, 20)), net)[0]
+    assert math.sqrt(6 / 400) < default.abs().max() <= 1 / math.sqrt(10)  # 'kaiming': 1/sqrt(d_L), wider here

@@ -118,15 +118,16 @@ def _las_cnn_table(budget: str) -> Grid:
 
 
 def _dkp_cifar10(budget: str) -> Grid:
-    # (ref) forward weights SGD+Nesterov; B has the rule's own Adam 1e-4, wd 1e-6, x0.8 per epoch
+    # (ref) forward weights SGD+Nesterov; B has the rule's own Adam 1e-4, wd 1e-6, x0.8 per epoch;
+    # DFA's and DKP's B drawn by kaiming_uniform_ on the reference's (d_L, n_i) tensor: bound sqrt(6/n_i)
     base = {"dataset": "cifar10", "model": "dkpnet", "optimizer": "sgd", "nesterov": True, "lr": 5e-4,
             "momentum": 0.9, "weight_decay": 1e-6, "batch_size": 64}
-    rules = ["bp", "dkp", "dfa"]
+    rules, options = ["bp", "dkp", "dfa"], {"dkp": {"init": "kaiming_n"}, "dfa": {"init": "kaiming_n"}}
     if budget == "paper":
-        return Grid({**base, "epochs": 50}, rules, [0, 1, 2, 3])
+        return Grid({**base, "epochs": 50}, rules, [0, 1, 2, 3], rule_options=options)
     if budget == "short":
-        return Grid({**base, "epochs": 3}, rules, SEEDS)
-    return Grid({**base, **SMOKE}, rules, [0])
+        return Grid({**base, "epochs": 3}, rules, SEEDS, rule_options=options)
+    return Grid({**base, **SMOKE}, rules, [0], rule_options=options)
 
 
 def _sdfa_k1(budget: str) -> Grid:

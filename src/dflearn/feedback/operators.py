@@ -38,10 +38,16 @@ class DenseFeedback(nn.Module):
         elif init == "kaiming":  # U(-1/sqrt(d_L), 1/sqrt(d_L)): Kaiming-uniform, fan-in d_L
             bound = 1 / math.sqrt(layout.num_outputs)
             B.uniform_(-bound, bound, generator=generator)
+        elif init == "kaiming_n":  # the DKP reference's torch.nn.init.kaiming_uniform_ on a (d_L, n_i)
+            start = 0  # tensor: fan-in n_i, gain sqrt(2), so U(-sqrt(6/n_i), sqrt(6/n_i)) per point
+            for i in self.points:
+                n = layout.points[i].features
+                B[start:start + n].uniform_(-math.sqrt(6 / n), math.sqrt(6 / n), generator=generator)
+                start += n
         elif init == "zeros":
             B.zero_()
         else:
-            raise DflearnError(f"unknown feedback init '{init}'; choose kaiming, product or zeros")
+            raise DflearnError(f"unknown feedback init '{init}'; choose kaiming, kaiming_n, product or zeros")
         if learned:
             self.B = nn.Parameter(B)
         else:

@@ -38,6 +38,6 @@ def fixed_init(init: str, model, layout, points):
     if init == "product":
         products = forward_weight_product(model, layout)
         return [products[i].t() for i in points]
-    if init not in ("kaiming", "zeros"):
-        raise DflearnError(f"unknown feedback init '{init}'; choose kaiming, product or zeros")
+    if init not in ("kaiming", "kaiming_n", "zeros"):
+        raise DflearnError(f"unknown feedback init '{init}'; choose kaiming, kaiming_n, product or zeros")
     return init

@@ -13,14 +13,18 @@ class DKP(DirectRule):
     """Direct Kolen-Pollack (Webster et al.): DFA whose B_i learn as if they were
     direct forward connections h_i -> output: dB_i = h_i^T e (plus the feedback
     optimizer's weight decay), so B_i and the forward path converge. Per position on
-    sequence outputs, summed over positions: dB_i = sum_{n,t} h_i[n,t]^T e[n,t]."""
+    sequence outputs, summed over positions: dB_i = sum_{n,t} h_i[n,t]^T e[n,t].
+
+    `init`: 'kaiming' (uniform, fan-in d_L), 'kaiming_n' (uniform, bound sqrt(6/n_i), what
+    the reference's kaiming_uniform_ on its (d_L, n_i) tensor draws for the small net) or
+    'zeros' (the reference's AlexNet)."""
 
     name = "dkp"
     summary = "direct Kolen-Pollack: g_i = e B_i^T, B_i <- B_i - lr (h_i^T e + wd B_i)"
     # (ref) B has its own Adam, lr 1e-4, weight decay 1e-6, decayed x0.8 per epoch
     feedback_defaults = {"optimizer": "adam", "lr": 1e-4, "weight_decay": 1e-6, "gamma": 0.8}
 
-    def __init__(self, model, example_input, *, init: Literal["kaiming", "zeros"] = "kaiming"):
+    def __init__(self, model, example_input, *, init: Literal["kaiming", "kaiming_n", "zeros"] = "kaiming"):
         super().__init__(model, example_input)
         self.feedback = DenseFeedback(self.layout, self.cut_points(), learned=True, init=init)
 

@@ -16,7 +16,7 @@ class DRTP(DirectRule):
     name = "drtp"
     summary = "direct random target projection: g_i = -(onehot(y)/N) B_i^T, B_i fixed random"
 
-    def __init__(self, model, example_input, *, init: Literal["kaiming", "product", "zeros"] = "kaiming"):
+    def __init__(self, model, example_input, *, init: Literal["kaiming", "kaiming_n", "product", "zeros"] = "kaiming"):
         super().__init__(model, example_input)
         direct = self.cut_points()
         self.feedback = DenseFeedback(self.layout, direct, init=fixed_init(init, model, self.layout, direct))
