@@ -379,7 +379,7 @@ def test_a_users_rule_with_its_own_step_works_everywhere(tmp_path, two_pass_regi
 
 @pytest.mark.parametrize("option,problem", [
     ("last_bp=maybe", "option last_bp='maybe' is not true or false"),
-    ("init=prodct", "option init='prodct' is not one of kaiming, product, zeros"),
+    ("init=prodct", "option init='prodct' is not one of kaiming, kaiming_n, product, zeros"),
     ("lastbp=true", "has no option 'lastbp'; did you mean 'last_bp'?"),
 ])
 def test_option_mistakes_give_one_line_and_exit_1(option, problem, capsys, tmp_path):
