@@ -291,6 +291,13 @@ def sets_cells_apart(key: str, configs: list[dict]) -> bool:
     return len({json.dumps(c.get(key)) for c in configs}) > 1 and not follows_the_rule(key, configs)
 
 
+def shown_settings(configs: list[dict]) -> list[str]:
+    """The settings a table names for each row: data set, model, and whatever else sets cells apart."""
+    keys = dict.fromkeys(k for c in configs for k in c)  # in the configs' order
+    return ["dataset", "model"] + [k for k in keys if k not in NOT_A_CELL + ("rule", "rule_options", "dataset", "model")
+                                   and sets_cells_apart(k, configs)]
+
+
 def follows_the_rule(key: str, configs: list[dict]) -> bool:
     """Whether `key` takes one value per rule among `configs`, so that it differs only between
     rules: part of each rule's recipe, not a setting of the cell. DKP's own feedback optimizer
@@ -332,9 +339,7 @@ def table(folder: str | Path) -> list[dict]:
         cells.setdefault(_cell(run["config"]), []).append(run)
     if not cells:
         raise DflearnError(f"{folder} holds no finished run (no */summary.json); run the grid first")
-    configs = [runs[0]["config"] for runs in cells.values()]
-    shown = ["dataset", "model"] + [k for k in configs[0] if k not in NOT_A_CELL + ("rule", "rule_options", "dataset",
-                                    "model") and sets_cells_apart(k, configs)]
+    shown = shown_settings([runs[0]["config"] for runs in cells.values()])
     rows = []
     for runs in cells.values():
         c = runs[0]["config"]

@@ -20,7 +20,7 @@ import json
 import math
 from pathlib import Path
 
-from .grid import NOT_A_CELL, _mean_std, _rule_key, collect, follows_the_rule, rule_label, sets_cells_apart
+from .grid import NOT_A_CELL, _mean_std, _rule_key, collect, follows_the_rule, rule_label, shown_settings
 
 FIGURES = {  # summary key: (what the section calls it, scale to the unit shown, the unit, +1: higher is better)
     "final_test_bpc": ("final test bits per character", 1.0, "bpc", -1),
@@ -43,10 +43,9 @@ def differences(runs: list[dict]) -> list[dict]:
     key = figure(runs)
     _, scale, _, better = FIGURES[key]
     configs = [r["config"] for r in runs]
-    keys = list(dict.fromkeys(k for c in configs for k in c))  # in the configs' order, as the table's columns
+    keys = dict.fromkeys(k for c in configs for k in c)
     ignored = set(NOT_A_CELL) | {"rule", "rule_options"} | {k for k in keys if follows_the_rule(k, configs)}
-    shown = ["dataset", "model"] + [k for k in keys if k not in ignored | {"dataset", "model"}
-                                    and sets_cells_apart(k, configs)]
+    shown = shown_settings(configs)  # the table's columns
     cells: dict[str, dict[str, dict[int, float]]] = {}
     for r in runs:
         cell = json.dumps({k: v for k, v in r["config"].items() if k not in ignored}, sort_keys=True)

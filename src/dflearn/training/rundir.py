@@ -122,12 +122,17 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _temporary(path: Path) -> Path:
+    """A hidden name beside `path`, unique to this process and call: where a new version is made."""
+    return path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+
+
 def link_atomic(source: Path, path: Path) -> bool:
     """Make `path` a hard link to `source`, atomically (a link under a temporary name, then a
     rename over `path`); False, with nothing changed, where the file system has no hard links.
     Safe beside `atomic_write`: it replaces `source` by a rename, so the linked file never changes."""
     folder = path.parent
-    candidate = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    candidate = _temporary(path)
     try:
         os.link(source, candidate)
     except OSError:
@@ -153,7 +158,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], *,
     tmp = fd = None
     try:
         for _ in range(100):
-            candidate = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+            candidate = _temporary(path)
             try:
                 fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
             except FileExistsError:
