@@ -654,6 +654,34 @@ def test_enospc_inside_atomic_write_removes_the_temporary(tmp_path):
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.json"]
 
 
+def test_ctrl_c_inside_a_checkpoint_write_waits_for_the_whole_file(tmp_path):
+    # CI once saw Ctrl-C land inside torch.save: the zip writer reported it as "unexpected pos",
+    # which read as a failed write ("cannot write ...") before the interrupt line
+    target = tmp_path / "checkpoint.pt"
+    state = {"w": torch.arange(4096.0)}
+    torch.save({"w": torch.zeros(1)}, target)
+
+    class Interrupted:  # the file object torch.save writes to, with Ctrl-C after the first chunk
+        def __init__(self, f):
+            self.f, self.sent = f, False
+
+        def write(self, data):
+            n = self.f.write(data)
+            if not self.sent:
+                self.sent = True
+                os.kill(os.getpid(), signal.SIGINT)
+            return n
+
+        def flush(self):
+            self.f.flush()
+
+    with pytest.raises(KeyboardInterrupt):
+        rundir.atomic_write(target, lambda f: torch.save(state, Interrupted(f)))
+    assert torch.equal(torch.load(target)["w"], state["w"])  # the new version, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_planted_symlinks_are_never_written_through(capsys, tmp_path):
     out = tmp_path / "r"
     out.mkdir()

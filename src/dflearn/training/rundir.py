@@ -9,7 +9,9 @@
   of that name is never opened, let alone followed); the file is fsynced, renamed over `path`
   (rename replaces a symlink at `path`, never writes through it) and the directory fsynced. On any
   error the temporary is removed and the previous `path` is untouched; an OSError (a full disk, a
-  read-only folder) becomes one DflearnError line.
+  read-only folder) becomes one DflearnError line. Ctrl-C during the write waits until the file is
+  in place (`interrupts_held`): torch.save's zip writer turns an interrupt inside it into a
+  RuntimeError ('unexpected pos'), which read as a failed write, not as the interrupt it was.
 - `write_json` / `write_lines`: JSON through `atomic_write`, with `allow_nan=False` so no
   NaN or Infinity (not JSON) is ever written; `read_jsonl` tolerates a torn last line.
 """
@@ -21,6 +23,9 @@ import math
 import os
 import re
 import secrets
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, IO
 
@@ -149,11 +154,34 @@ def link_atomic(source: Path, path: Path) -> bool:
     return True
 
 
+@contextmanager
+def interrupts_held():
+    """Ctrl-C inside the block is raised when the block ends, not in the middle of it.
+
+    Only where Python's own handler is in place (the main thread, no handler of the caller's)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    caught = []
+    signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], *, keep: str = "") -> None:
     """Replace `path` by what `write(f)` writes to a binary file, atomically and durably.
 
     `keep` ends the error message (e.g. what the user should do); the previous file is always intact."""
-    path = Path(path)
+    with interrupts_held():
+        _atomic_write(Path(path), write, keep)
+
+
+def _atomic_write(path: Path, write: Callable[[IO[bytes]], None], keep: str) -> None:
     folder = path.parent
     tmp = fd = None
     try:
