@@ -1,8 +1,10 @@
 """Grids, tables, resume, plots, presets, TensorBoard (on the bundled digits: seconds)."""
 import json
 import math
+import re
 import statistics
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -273,3 +275,23 @@ def test_results_md_carries_the_differences_of_the_grid(grid_dir):
     assert pair["difference"] == pytest.approx(expected) and pair["bar"] == pytest.approx(bar)
     md = (grid_dir / "results.md").read_text()
     assert "## Differences between rules against the seeds' spread" in md and f"| {expected:+.2f} | {bar:.2f} |" in md
+
+
+def _lr_probe():
+    import importlib.util
+    path = Path(__file__).parents[1] / "scripts" / "lr_probe.py"
+    spec = importlib.util.spec_from_file_location("lr_probe", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_lr_probe_reports_the_training_loss_and_a_divergence(data_dir, monkeypatch):
+    monkeypatch.setenv("DFLEARN_DATA_DIR", str(data_dir))
+    probe = _lr_probe().probe
+    calm = probe("dkp-cifar10", "dfa", 1e-6, "smoke", 10, None)
+    means = [float(v) for v in calm.split("loss by 5 steps ")[1].split(" (")[0].split()]
+    assert len(means) == 2 and all(abs(m - math.log(10)) < 0.3 for m in means), calm  # an untrained 10-way net
+    assert re.fullmatch(r"dfa lr 1e\+06: diverged at step \d+", probe("dkp-cifar10", "dfa", 1e6, "smoke", 10, None))
+    with pytest.raises(DflearnError, match="has no las run at seed 0; its rules are bp, dfa, dkp"):
+        probe("dkp-cifar10", "las", 0.1, "smoke", 10, None)
