@@ -88,6 +88,7 @@ def test_cli_table_plot_and_transfer(tmp_path, capsys):
     (["--eps", "a,b"], "is not a comma-separated list"),
     (["--eps", "2"], "eps must lie in [0, 1]"),
     (["--attacks", "cw"], "unknown attack 'cw'"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
 ])
 def test_bad_robust_options_are_one_line(tmp_path, capsys, args, message):
     dflearn.fit(rule="bp", model_options={"widths": [8]}, epochs=1, max_steps_per_epoch=2,

@@ -128,15 +128,25 @@ def test_subset(num_test: int, limit: int) -> torch.Tensor:
 
 
 def evaluate_runs(runs: list[str | Path], eps: list[float], attacks: list[str], *, twin: str | Path | None = None,
-                  limit: int = 1000, steps: int = 10, device: str = "cpu") -> list[dict]:
-    """Rows {run, rule, attack, eps, accuracy, transfer} over `limit` test images (`test_subset`)."""
+                  limit: int = 1000, steps: int = 10, device: str = "cpu", progress: bool = False) -> list[dict]:
+    """Rows {run, rule, attack, eps, accuracy, transfer} over `limit` test images (`test_subset`);
+    `progress`: a bar over the (run, attack, eps) evaluations on stderr."""
+    import sys
+
+    from tqdm import tqdm
+
+    from .training.trainer import resolve_device
+
     for a in attacks:
         if a not in ATTACKS:
             raise DflearnError(f"unknown attack '{a}'; choose from {', '.join(ATTACKS)}")
     if any(not 0 <= e <= 1 for e in eps):
         raise DflearnError(f"eps must lie in [0, 1] (pixel units, e.g. 8/255), got {eps}")
+    device = resolve_device(device) if isinstance(device, str) else device
     source = load_network(twin, device)[0] if twin is not None else None
     rows = []
+    bar = tqdm(total=len(runs) * len(attacks) * len(eps), desc="robust", unit="attack", leave=False,
+               disable=not progress or None, file=sys.stderr, dynamic_ncols=True)
     for run in runs:
         net, data, config = load_network(run, device)
         index = test_subset(len(data.y_test), limit)
@@ -150,6 +160,8 @@ def evaluate_runs(runs: list[str | Path], eps: list[float], attacks: list[str], 
                 if source is not None:
                     row["transfer_accuracy"] = robust_accuracy(net, x, y, attack, e, source=source, steps=steps)
                 rows.append(row)
+                bar.update()
+    bar.close()
     return rows
 
 

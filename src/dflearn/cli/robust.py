@@ -23,7 +23,8 @@ def run(args) -> int:
     if args.limit < 1 or args.steps < 1:
         raise DflearnError("--limit and --steps must be at least 1")
     rows = robust.evaluate_runs(args.runs, parse_eps(args.eps), [a.strip() for a in args.attacks.split(",")],
-                                twin=args.twin, limit=args.limit, steps=args.steps, device=args.device)
+                                twin=args.twin, limit=args.limit, steps=args.steps, device=args.device,
+                                progress=not args.quiet)
     table = robust.markdown(rows)
     print(table, end="")
     if args.out:
@@ -48,6 +49,7 @@ def register(sub) -> None:
     p.add_argument("--twin", default=None, metavar="BP_RUN",
                    help="also transfer attacks crafted on this run (a BP-trained twin) to each run")
     p.add_argument("--limit", type=int, default=1000, help="N test images, a fixed random draw, the same for every run (default 1000)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (default: CUDA if present), cpu, cuda, cuda:N")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", default=None, help="folder for robust.json, robust.md and robust.png")
     p.set_defaults(func=run)
