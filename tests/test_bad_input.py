@@ -657,6 +657,9 @@ def test_enospc_inside_atomic_write_removes_the_temporary(tmp_path):
 def test_ctrl_c_inside_a_checkpoint_write_waits_for_the_whole_file(tmp_path):
     # CI once saw Ctrl-C land inside torch.save: the zip writer reported it as "unexpected pos",
     # which read as a failed write ("cannot write ...") before the interrupt line
+    # Python's own handler, as in a terminal (a shell's background job, nohup's included, starts
+    # with SIGINT ignored, and then there is no Ctrl-C to hold)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     target = tmp_path / "checkpoint.pt"
     state = {"w": torch.arange(4096.0)}
     torch.save({"w": torch.zeros(1)}, target)
@@ -669,17 +672,20 @@ def test_ctrl_c_inside_a_checkpoint_write_waits_for_the_whole_file(tmp_path):
             n = self.f.write(data)
             if not self.sent:
                 self.sent = True
-                os.kill(os.getpid(), signal.SIGINT)
+                signal.raise_signal(signal.SIGINT)  # delivered to this thread, now
             return n
 
         def flush(self):
             self.f.flush()
 
-    with pytest.raises(KeyboardInterrupt):
-        rundir.atomic_write(target, lambda f: torch.save(state, Interrupted(f)))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            rundir.atomic_write(target, lambda f: torch.save(state, Interrupted(f)))
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert torch.equal(torch.load(target)["w"], state["w"])  # the new version, whole
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_planted_symlinks_are_never_written_through(capsys, tmp_path):
