@@ -19,16 +19,15 @@ import tempfile
 import time
 
 from dflearn import DflearnError, Trainer, train_step
-from dflearn.experiments.presets import PRESETS
+from dflearn.experiments.presets import get_preset
 
 
 def probe(preset: str, rule: str, lr: float, budget: str, steps: int, init: str | None) -> str:
-    if preset not in PRESETS:
-        raise DflearnError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
-    runs = [c for _, c in PRESETS[preset].grid(budget).runs() if c.rule == rule and c.seed == 0]
+    configs = [c for _, c in get_preset(preset).grid(budget).runs()]  # refuses an unknown preset
+    runs = [c for c in configs if c.rule == rule and c.seed == 0]
     if not runs:
         raise DflearnError(f"preset {preset} has no {rule} run at seed 0; its rules are "
-                           f"{', '.join(sorted({c.rule for _, c in PRESETS[preset].grid(budget).runs()}))}")
+                           f"{', '.join(sorted({c.rule for c in configs}))}")
     extra = {"rule_options": {**runs[0].rule_options, "init": init}} if init else {}
     config = dataclasses.replace(runs[0], epochs=1, max_steps_per_epoch=0, lr=lr, **extra)
     t = Trainer(config, tempfile.mkdtemp() + "/probe", progress=False, log=lambda *a: None)
