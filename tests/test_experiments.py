@@ -117,7 +117,7 @@ def test_plots_have_one_curve_per_run(grid_dir, tmp_path):
     fig = alignment_curves(runs, "feedback_angle")  # only DFA has a feedback matrix
     assert len(fig.axes) == 1 and {line.get_gid() for line in fig.axes[0].lines} >= {"mean:dfa"}
     written = plot_all([grid_dir / "digits-mlp-noaug-lr0.001-bp-seed0", grid_dir], tmp_path)
-    assert {p.name for p in written} == {"learning_curves.png", "alignment.png", "update_alignment.png",
+    assert {p.name for p in written} == {"accuracy.png", "learning_curves.png", "alignment.png", "update_alignment.png",
                                          "feedback_angle.png"}
     assert all(p.stat().st_size > 5000 and p.read_bytes()[:4] == b"\x89PNG" for p in written)
 

@@ -106,3 +106,48 @@ def test_a_transfer_grids_legend_is_short_and_in_the_rules_order(tmp_path):
     fig = learning_curves(load_runs([tmp_path]))
     assert [t.get_text() for t in fig.legends[0].get_texts()] == [  # bp before dfa; the source by rule and seed
         "bp from=none copied=none frozen=none", "dfa from=bp-seed* copied=3 frozen=3"]  # its own seed's
+
+
+def _with_rows(runs, rows_of):
+    """Copies of runs whose epoch rows are replaced by rows_of(run)."""
+    return [{**r, "rows": rows_of(r)} for r in runs]
+
+
+def test_accuracy_by_rule_shows_the_validation_selected_epoch_per_seed_and_their_mean(one_epoch_runs):
+    from dflearn.experiments.plots import accuracy_by_rule
+
+    def rows(r):  # epoch 2 is best on validation, epoch 3 best on test: the figure must show epoch 2
+        seed = r["config"]["seed"]
+        return [{"epoch": 1, "val_acc": 0.1, "test_acc": 0.20 + seed / 100, "test_loss": 2.0},
+                {"epoch": 2, "val_acc": 0.5, "test_acc": 0.30 + seed / 100, "test_loss": 1.5},
+                {"epoch": 3, "val_acc": 0.4, "test_acc": 0.90, "test_loss": 1.0}]
+    fig = accuracy_by_rule(_with_rows(one_epoch_runs, rows))
+    (ax,) = fig.axes  # one data set and model: one panel
+    lines = {line.get_gid(): line for line in ax.lines if line.get_gid()}
+    for r in one_epoch_runs:
+        assert lines[f"run:{r['dir']}"].get_ydata()[0] == pytest.approx(30 + r["config"]["seed"])
+    means = {gid: line for gid, line in lines.items() if gid.startswith("mean:")}
+    assert set(means) == {"mean:bp", "mean:dfa", "mean:las"}
+    assert all(line.get_ydata()[0] == pytest.approx(30.5) for line in means.values())  # seeds 0, 1: 30 and 31
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["bp", "dfa", "las"]
+    assert "validation-best" in fig._suptitle.get_text()
+
+
+def test_accuracy_by_rule_without_a_validation_split_says_it_shows_the_paper_protocol(one_epoch_runs):
+    from dflearn.experiments.plots import accuracy_by_rule
+
+    rows = lambda r: [{"epoch": 1, "test_acc": 0.2, "test_loss": 2.0}, {"epoch": 2, "test_acc": 0.6, "test_loss": 1.0},
+                      {"epoch": 3, "test_acc": 0.4, "test_loss": 1.2}]  # noqa: E731
+    fig = accuracy_by_rule(_with_rows(one_epoch_runs, rows))
+    mean = next(line for line in fig.axes[0].lines if line.get_gid() == "mean:bp")
+    assert mean.get_ydata()[0] == pytest.approx(60.0)
+    assert "paper protocol" in fig._suptitle.get_text()
+
+
+def test_accuracy_by_rule_has_a_panel_per_data_set_and_model(one_epoch_runs):
+    from dflearn.experiments.plots import accuracy_by_rule
+
+    other = [{**r, "dir": r["dir"] + "-fashion", "config": {**r["config"], "dataset": "fashion"}} for r in one_epoch_runs]
+    fig = accuracy_by_rule(one_epoch_runs + other)
+    assert sorted(ax.get_title() for ax in fig.axes) == sorted(
+        f"{d} · {one_epoch_runs[0]['config']['model']}" for d in ("digits", "fashion"))

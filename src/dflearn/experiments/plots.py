@@ -183,6 +183,15 @@ def _epochs_axis(ax, last: int) -> None:
     ax.grid(alpha=0.3)
 
 
+def selected_row(run: dict) -> dict:
+    """The epoch a table reports: the validation-best when the run has a validation split (the
+    first on ties), else the best test accuracy (the paper protocol), as in summary.json."""
+    rows = run["rows"]
+    if all("val_acc" in row for row in rows):
+        return max(rows, key=lambda row: row["val_acc"])
+    return max(rows, key=lambda row: row["test_acc"])
+
+
 def learning_curves(runs: list[dict]) -> Figure:
     """Test accuracy (%) and test loss (log scale) per epoch; when every run has a
     validation split, a third panel of validation accuracy, and on the test-accuracy
@@ -200,7 +209,7 @@ def learning_curves(runs: list[dict]) -> Figure:
             _series(axes[2], members, label, style,
                     lambda r: ([row["epoch"] for row in r["rows"]], [100 * row["val_acc"] for row in r["rows"]]))
             for r in members:
-                chosen = max(r["rows"], key=lambda row: row["val_acc"])  # the first on ties
+                chosen = selected_row(r)
                 axes[0].plot([chosen["epoch"]], [100 * chosen["test_acc"]], marker="D", ms=7, mfc="none",
                              color=style["color"], ls="none", gid=f"selected:{r['dir']}")
     axes[0].set(ylabel="test accuracy (%)", title="test accuracy (◇: at the validation-best epoch)" if val
@@ -218,6 +227,43 @@ def learning_curves(runs: list[dict]) -> Figure:
         _epochs_axis(ax, last)
     _legend_below(fig, axes)
     fig.suptitle(title(runs), wrap=True)
+    return fig
+
+
+def accuracy_by_rule(runs: list[dict]) -> Figure | None:
+    """The tables' figure as a picture: one panel per data set and model, a column per rule
+    (label as in `group`), a small dot per seed (gid 'run:DIR') and the mean with a ±1 std bar
+    (gid 'mean:LABEL'), its value written beside it. What a one-epoch grid's learning curves
+    cannot show. None for runs without test accuracy (language models)."""
+    runs = [r for r in runs if all("test_acc" in row for row in r["rows"])]
+    if not runs:
+        return None
+    cells = _cells(runs)
+    val = all("val_acc" in row for r in runs for row in r["rows"])
+    fig, axes = plt.subplots(1, len(cells), figsize=(max(5.0, 1.0 + 0.9 * max(len(group(m)) for m in cells.values()))
+                                                      * len(cells), 4.4), layout="constrained", squeeze=False)
+    for ax, members in zip(axes[0], cells.values()):
+        groups = group(members)
+        for x, (label, rs) in enumerate(groups.items()):
+            style = _style(rs)
+            ys = [100 * selected_row(r)["test_acc"] for r in rs]
+            offsets = np.linspace(-0.12, 0.12, len(rs)) if len(rs) > 1 else [0.0]
+            for r, y, dx in zip(rs, ys, offsets):
+                ax.plot([x + 0.18 + dx], [y], ls="none", marker=style["marker"], color=style["color"], ms=4,
+                        alpha=0.5, gid=f"run:{r['dir']}")
+            mean = float(np.mean(ys))
+            std = float(np.std(ys, ddof=1)) if len(ys) > 1 else 0.0
+            bar = ax.errorbar([x], [mean], yerr=[std], ls="none", marker=style["marker"], color=style["color"], ms=8,
+                              capsize=4, lw=1.5)
+            bar.lines[0].set_gid(f"mean:{label}")  # the marker, not the caps
+            ax.annotate(f"{mean:.1f}" + (f" ± {std:.1f}" if len(ys) > 1 else ""), (x, mean), xytext=(-8, 0),
+                        textcoords="offset points", ha="right", va="center", fontsize=8)
+        ax.set_xticks(range(len(groups)), list(groups), rotation=30 if max(map(len, groups)) > 8 else 0)
+        ax.set_xlim(-1.1, len(groups) - 0.4)  # room on the left for the first mean's value
+        ax.set(title=f"{members[0]['config']['dataset']} · {members[0]['config']['model']}", ylabel="test accuracy (%)")
+        ax.grid(alpha=0.3, axis="y")
+    what = "at the validation-best epoch" if val else "best over epochs (selected on test: the paper protocol)"
+    fig.suptitle(f"test accuracy {what}; mean ± std over seeds, a dot per seed\n{title(runs)}", wrap=True)
     return fig
 
 
@@ -295,13 +341,19 @@ def _cells(runs: list[dict]) -> dict[str, list[dict]]:
 
 
 def plot_all(paths, out: str | Path) -> list[Path]:
-    """Write learning_curves.png and one PNG per logged diagnostic into `out`
-    (with a -DATASET-MODEL suffix each when the runs span several)."""
+    """Write accuracy.png (every data set and model, side by side), learning_curves.png and one
+    PNG per logged diagnostic into `out` (the last two with a -DATASET-MODEL suffix each when
+    the runs span several)."""
     runs = load_runs(paths)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cells = _cells(runs)
     written = []
+    fig = accuracy_by_rule(runs)  # every cell in one figure, side by side
+    if fig is not None:
+        fig.savefig(out / "accuracy.png", dpi=80)
+        plt.close(fig)
+        written.append(out / "accuracy.png")
     for cell, members in cells.items():
         suffix = f"-{cell}" if len(cells) > 1 else ""
         figures = {"learning_curves": learning_curves(members)}
