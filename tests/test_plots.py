@@ -151,3 +151,8 @@ def test_accuracy_by_rule_has_a_panel_per_data_set_and_model(one_epoch_runs):
     fig = accuracy_by_rule(one_epoch_runs + other)
     assert sorted(ax.get_title() for ax in fig.axes) == sorted(
         f"{d} · {one_epoch_runs[0]['config']['model']}" for d in ("digits", "fashion"))
+    four = [{**r, "dir": r["dir"] + f"-{d}", "config": {**r["config"], "dataset": d}}
+            for d in ("a", "b", "c", "d") for r in one_epoch_runs]
+    fig = accuracy_by_rule(four)
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(shown) == 4 and len({round(ax.get_position().y0, 3) for ax in shown}) == 2  # 2 x 2, not a strip

@@ -240,9 +240,13 @@ def accuracy_by_rule(runs: list[dict]) -> Figure | None:
         return None
     cells = _cells(runs)
     val = all("val_acc" in row for r in runs for row in r["rows"])
-    fig, axes = plt.subplots(1, len(cells), figsize=(max(5.0, 1.0 + 0.9 * max(len(group(m)) for m in cells.values()))
-                                                      * len(cells), 4.4), layout="constrained", squeeze=False)
-    for ax, members in zip(axes[0], cells.values()):
+    cols = len(cells) if len(cells) <= 3 else 2 if len(cells) == 4 else 3  # four panels as 2 x 2, not a strip
+    rows = math.ceil(len(cells) / cols)
+    width = max(5.0, 1.0 + 0.9 * max(len(group(m)) for m in cells.values()))
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, 4.0 * rows + 0.4), layout="constrained", squeeze=False)
+    for ax in axes.flat[len(cells):]:
+        ax.set_visible(False)
+    for ax, members in zip(axes.flat, cells.values()):
         groups = group(members)
         for x, (label, rs) in enumerate(groups.items()):
             style = _style(rs)
