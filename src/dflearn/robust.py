@@ -20,11 +20,13 @@ torch version) and an old `requests`; these two attacks are a few lines each.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from .errors import DflearnError
 
@@ -131,10 +133,6 @@ def evaluate_runs(runs: list[str | Path], eps: list[float], attacks: list[str], 
                   limit: int = 1000, steps: int = 10, device: str = "cpu", progress: bool = False) -> list[dict]:
     """Rows {run, rule, attack, eps, accuracy, transfer} over `limit` test images (`test_subset`);
     `progress`: a bar over the (run, attack, eps) evaluations on stderr."""
-    import sys
-
-    from tqdm import tqdm
-
     from .training.trainer import resolve_device
 
     for a in attacks:

@@ -238,16 +238,16 @@ def accuracy_by_rule(runs: list[dict]) -> Figure | None:
     runs = [r for r in runs if all("test_acc" in row for row in r["rows"])]
     if not runs:
         return None
-    cells = _cells(runs)
+    panels = [group(members) for members in _cells(runs).values()]  # per cell: label -> runs
     val = all("val_acc" in row for r in runs for row in r["rows"])
-    cols = len(cells) if len(cells) <= 3 else 2 if len(cells) == 4 else 3  # four panels as 2 x 2, not a strip
-    rows = math.ceil(len(cells) / cols)
-    width = max(5.0, 1.0 + 0.9 * max(len(group(m)) for m in cells.values()))
+    cols = 2 if len(panels) == 4 else min(len(panels), 3)  # four panels as 2 x 2, not a strip
+    rows = math.ceil(len(panels) / cols)
+    width = max(5.0, 1.0 + 0.9 * max(map(len, panels)))
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, 4.0 * rows + 0.4), layout="constrained", squeeze=False)
-    for ax in axes.flat[len(cells):]:
+    for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
-    for ax, members in zip(axes.flat, cells.values()):
-        groups = group(members)
+    for ax, groups in zip(axes.flat, panels):
+        config = next(iter(groups.values()))[0]["config"]
         for x, (label, rs) in enumerate(groups.items()):
             style = _style(rs)
             ys = [100 * selected_row(r)["test_acc"] for r in rs]
@@ -264,7 +264,7 @@ def accuracy_by_rule(runs: list[dict]) -> Figure | None:
                         textcoords="offset points", ha="right", va="center", fontsize=8)
         ax.set_xticks(range(len(groups)), list(groups), rotation=30 if max(map(len, groups)) > 8 else 0)
         ax.set_xlim(-1.1, len(groups) - 0.4)  # room on the left for the first mean's value
-        ax.set(title=f"{members[0]['config']['dataset']} · {members[0]['config']['model']}", ylabel="test accuracy (%)")
+        ax.set(title=f"{config['dataset']} · {config['model']}", ylabel="test accuracy (%)")
         ax.grid(alpha=0.3, axis="y")
     what = "at the validation-best epoch" if val else "best over epochs (selected on test: the paper protocol)"
     fig.suptitle(f"test accuracy {what}; mean ± std over seeds, a dot per seed\n{title(runs)}", wrap=True)
